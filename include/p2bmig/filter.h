@@ -1,0 +1,67 @@
+// Filter: the source side of p2bmig. Sits between the save loop (libxc's, or
+// the simulated host's mirror of it) and the migration link, and rewrites the
+// stream as docs/stream-format.md says:
+//   * after the domain header it sends P2B_DISKS (the disks' sizes);
+//   * in each PAGE_DATA record, a regular page whose content hash equals its
+//     p2b entry's (P2bMap::Verify, invariant I2) leaves as a P2B_PAGE_MAPPINGS
+//     entry, an all-zero page as a P2B_ZERO_PAGES entry, and the rest as
+//     PAGE_DATA;
+//   * when a sent mapping's block is written afterwards, the page is marked
+//     dirty (Domain::MarkDirty) so that pre-copy sends it again, and before
+//     the first record after the last memory pass (X86_TSC_INFO) the filter
+//     drains the guest's I/O, flushes the disks and sends as PAGE_DATA, read
+//     from the paused guest, every page whose newest record is a mapping
+//     invalidated since (invariants I3, I4);
+//   * after a VERIFY record everything passes unchanged, so that the stock
+//     restore's verify pass compares real memory.
+//
+// Thread safety: WriteHeaders/WriteRecord from one thread; the p2b map's
+// removal listener (installed by the constructor, removed by the destructor)
+// may run on any thread.
+
+#ifndef P2BMIG_FILTER_H_
+#define P2BMIG_FILTER_H_
+
+#include <cstdint>
+#include <memory>
+
+#include <p2bmig/domain.h>
+#include <p2bmig/io_event.h>
+#include <p2bmig/p2b_map.h>
+#include <p2bmig/stream.h>
+
+namespace p2bmig {
+
+struct FilterOptions {
+  bool send_mappings = true;  // false: pass-through except zero pages
+  bool elide_zero_pages = true;
+};
+
+struct FilterStats {
+  uint64_t pages_in = 0;       // pages seen in PAGE_DATA records
+  uint64_t pages_data = 0;     // pages sent with their content
+  uint64_t pages_mapped = 0;   // pages sent as mappings
+  uint64_t pages_zero = 0;     // pages sent as zero pages
+  uint64_t pages_resent = 0;   // pages re-sent at the end (I3)
+  uint64_t mappings_invalidated = 0;  // sent mappings whose entry was removed later
+};
+
+class Filter : public RecordSink {
+ public:
+  // REQUIRES: all pointers outlive the filter.
+  Filter(P2bMap* map, Domain* domain, IoTap* tap, RecordSink* out, FilterOptions options = {});
+  ~Filter() override;
+
+  void WriteHeaders(const ImageHeader& image, const DomainHeader& domain) override;
+  void WriteRecord(const Record& record) override;
+
+  FilterStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace p2bmig
+
+#endif  // P2BMIG_FILTER_H_

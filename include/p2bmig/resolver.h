@@ -1,0 +1,65 @@
+// Resolver: the target side of p2bmig. Consumes a stream with p2bmig records
+// and hands the next stage (the restore) a plain libxc v2 stream:
+//   * P2B_DISKS is checked against the target's own disks and dropped;
+//   * each P2B_PAGE_MAPPINGS entry is checked (pfn range, disk index, block
+//     within the disk: invariant I5) and submitted to the fetch queue at once;
+//     when the block arrives its hash is checked and it goes out as PAGE_DATA;
+//   * P2B_ZERO_PAGES entries go out as PAGE_DATA of zeros;
+//   * a later record for a pfn always wins: a fetch result is dropped if any
+//     record for its pfn came after its mapping (invariant I3);
+//   * before END it waits for the fetch queue to drain, so the restore sees
+//     complete memory before the guest can run. A fetched block whose hash
+//     does not match, and that no later record replaced, fails the migration
+//     (Error kVerification) after one re-read.
+//
+// Thread safety: one thread.
+
+#ifndef P2BMIG_RESOLVER_H_
+#define P2BMIG_RESOLVER_H_
+
+#include <cstdint>
+#include <memory>
+
+#include <p2bmig/block_store.h>
+#include <p2bmig/fetch_queue.h>
+#include <p2bmig/stream.h>
+
+namespace p2bmig {
+
+struct ResolverOptions {
+  uint64_t nr_pfns = 0;  // the target domain's pfn space; 0 = no bound
+  StreamLimits limits;
+  FetchOptions fetch;
+};
+
+struct ResolverStats {
+  uint64_t pages_data = 0;        // pages received with their content
+  uint64_t pages_mapped = 0;      // mappings received
+  uint64_t pages_zero = 0;        // zero pages received
+  uint64_t fetches_applied = 0;   // fetched pages passed on
+  uint64_t fetches_superseded = 0;  // fetched pages dropped for a newer record
+  uint64_t hash_mismatches = 0;   // fetched blocks that did not match (before re-read)
+  uint64_t nas_bytes = 0;         // bytes read from shared storage
+  uint64_t nas_reads = 0;         // read operations on shared storage
+  double drain_wait_s = 0;        // time END waited for the fetch queue
+};
+
+class Resolver : public RecordSink {
+ public:
+  // REQUIRES: store and out outlive the resolver.
+  Resolver(BlockStore* store, RecordSink* out, ResolverOptions options = {});
+  ~Resolver() override;
+
+  void WriteHeaders(const ImageHeader& image, const DomainHeader& domain) override;
+  void WriteRecord(const Record& record) override;
+
+  ResolverStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace p2bmig
+
+#endif  // P2BMIG_RESOLVER_H_

@@ -1,0 +1,49 @@
+// TCP transport for the migration link (Boost.Asio), and a rate limiter that
+// caps a stream's send rate so that a link of a given speed can be modelled on
+// one machine.
+//
+// Thread safety: as ByteStream. TcpListener is used by one thread.
+
+#ifndef P2BMIG_TRANSPORT_H_
+#define P2BMIG_TRANSPORT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <p2bmig/byte_stream.h>
+
+namespace p2bmig {
+
+struct TcpOptions {
+  double connect_timeout_s = 10;
+};
+
+// Connects to host:port. Throws Error(kNetwork) naming the peer if it cannot.
+std::unique_ptr<ByteStream> TcpConnect(const std::string& host, uint16_t port,
+                                       TcpOptions options = {});
+
+// Listens on host:port (port 0 picks a free one).
+class TcpListener {
+ public:
+  TcpListener(const std::string& host, uint16_t port);
+  ~TcpListener();
+  TcpListener(const TcpListener&) = delete;
+  TcpListener& operator=(const TcpListener&) = delete;
+
+  uint16_t port() const;
+  // Waits for one connection; throws Error(kNetwork) after `timeout_s` (<= 0: forever).
+  std::unique_ptr<ByteStream> Accept(double timeout_s = 0);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Wraps `target` so that writes go out at no more than `bits_per_second`
+// (token bucket with a 64 KiB burst). Reads are not limited.
+std::unique_ptr<ByteStream> NewRateLimitedStream(ByteStream* target, uint64_t bits_per_second);
+
+}  // namespace p2bmig
+
+#endif  // P2BMIG_TRANSPORT_H_
