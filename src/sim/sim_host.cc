@@ -1,0 +1,109 @@
+#include "sim/sim_host.h"
+
+#include <p2bmig/block_store.h>
+#include <p2bmig/stream.h>
+
+#include "sim/sim_restore.h"
+
+namespace p2bmig::sim {
+
+const char* ModeName(Mode mode) { return mode == Mode::kBaseline ? "baseline" : "p2bmig"; }
+
+SourceHost::SourceHost(SourceOptions options) : options_(std::move(options)) {
+  guest_ = std::make_unique<SimGuest>(options_.guest, options_.seed);
+  map_ = std::make_unique<P2bMap>(guest_->nr_pfns());
+  // Dom0's view of the guest's block I/O keeps the p2b map current from boot
+  // on, whatever the mode: it is the cost p2bmig adds to a running host.
+  P2bMap* map = map_.get();
+  guest_->SetListener([map](const IoEvent& ev) { map->Apply(ev); });
+  workload_ = std::make_unique<WorkloadRunner>(guest_.get(), GetWorkload(options_.workload),
+                                               options_.seed);
+}
+
+SourceHost::~SourceHost() {
+  if (workload_) {
+    guest_->Halt();
+    try {
+      workload_->Stop();
+    } catch (...) {
+    }
+  }
+}
+
+void SourceHost::WarmUp() { workload_->WarmUp(); }
+
+SourceReport SourceHost::Migrate(ByteStream* link,
+                                 std::function<void(const SaveProgress&)> progress) {
+  SourceReport report;
+  report.mode = options_.mode;
+  report.p2b_entries_at_start = map_->size();
+  report.p2b_map_bytes = map_->MemoryBytes();
+  report.memory_use = guest_->MemoryUse();
+
+  std::unique_ptr<Domain> wrapped;
+  Domain* domain = guest_.get();
+  if (options_.wrap_domain) {
+    wrapped = options_.wrap_domain(domain);
+    domain = wrapped.get();
+  }
+
+  StreamWriter writer(link);
+  std::unique_ptr<Filter> filter;
+  RecordSink* sink = &writer;
+  if (options_.mode == Mode::kP2bmig) {
+    filter = std::make_unique<Filter>(map_.get(), domain, guest_.get(), &writer);
+    sink = filter.get();
+  }
+  SaveLoop loop(domain, sink, options_.save);
+  if (progress) loop.SetProgressCallback(std::move(progress));
+
+  uint64_t bytes_before = link->bytes_written();
+  workload_->Start();
+  try {
+    report.save = loop.Run();
+  } catch (...) {
+    // SaveLoop resumed the guest if it had paused it; keep it running.
+    guest_->Resume();
+    workload_->Stop();
+    throw;
+  }
+  // The guest stays paused: its memory is what the target now holds. Its
+  // workload threads are parked on the pause and leave without running.
+  guest_->Halt();
+  workload_->Stop();
+  report.link_bytes = link->bytes_written() - bytes_before;
+  report.workload_ops = workload_->ops();
+  if (filter) report.filter = filter->stats();
+  return report;
+}
+
+TargetHost::TargetHost(TargetOptions options) : options_(std::move(options)) {
+  memory_ = std::make_unique<GuestMemory>(options_.memory_pages, options_.memory_path);
+  store_ = OpenBlockStore(options_.disks);
+  if (options_.wrap_store) wrapped_store_ = options_.wrap_store(store_.get());
+  options_.resolver.nr_pfns = options_.memory_pages;
+}
+
+TargetHost::~TargetHost() = default;
+
+TargetReport TargetHost::Receive(ByteStream* link) {
+  TargetReport report;
+  BlockStore* store = wrapped_store_ ? wrapped_store_.get() : store_.get();
+  report.store = store->Describe();
+  SimRestore restore(memory_.get());
+  Resolver resolver(store, &restore, options_.resolver);
+  StreamReader reader(link, options_.resolver.limits);
+  uint64_t bytes_before = link->bytes_read();
+  Pump(&reader, &resolver);
+  if (!restore.complete()) {
+    throw Error(ErrorKind::kMalformedStream, "stream ended before its END record");
+  }
+  report.resume_ns = RealtimeNs();
+  report.resolver = resolver.stats();
+  report.pages_written = restore.pages_written();
+  report.verify_mismatches = restore.verify_mismatches();
+  report.link_bytes = link->bytes_read() - bytes_before;
+  return report;
+}
+
+}  // namespace p2bmig::sim

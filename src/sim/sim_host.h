@@ -1,0 +1,119 @@
+// The simulated host's two ends of a migration, used by the `p2bmig send` and
+// `p2bmig receive` commands and by the tests. The source runs a SimGuest with
+// a workload, its p2b map fed by the guest's I/O, the save loop and (in
+// p2bmig mode) the filter; the target runs the resolver with its fetch queue
+// on the shared storage and the restore into its own guest memory.
+//
+// Thread safety: each host is driven by one thread.
+
+#ifndef P2BMIG_SIM_SIM_HOST_H_
+#define P2BMIG_SIM_SIM_HOST_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <p2bmig/byte_stream.h>
+#include <p2bmig/filter.h>
+#include <p2bmig/p2b_map.h>
+#include <p2bmig/resolver.h>
+#include <p2bmig/save_loop.h>
+
+#include "sim/guest_memory.h"
+#include "sim/sim_guest.h"
+#include "sim/workload.h"
+
+namespace p2bmig::sim {
+
+enum class Mode { kBaseline, kP2bmig };
+const char* ModeName(Mode mode);
+
+struct SourceOptions {
+  SimGuestConfig guest;
+  std::string workload = "fileserver";
+  uint64_t seed = 1;
+  Mode mode = Mode::kP2bmig;
+  SaveOptions save;
+  // Optional: wraps the guest before the migration sees it (fault injection).
+  std::function<std::unique_ptr<Domain>(Domain*)> wrap_domain;
+};
+
+struct SourceReport {
+  Mode mode = Mode::kP2bmig;
+  SaveStats save;
+  FilterStats filter;  // zero in baseline mode
+  uint64_t link_bytes = 0;
+  uint64_t p2b_entries_at_start = 0;
+  uint64_t p2b_map_bytes = 0;
+  GuestMemoryUse memory_use;
+  uint64_t workload_ops = 0;
+};
+
+class SourceHost {
+ public:
+  explicit SourceHost(SourceOptions options);
+  ~SourceHost();
+  SourceHost(const SourceHost&) = delete;
+  SourceHost& operator=(const SourceHost&) = delete;
+
+  // Boots the guest's workload to its steady state (page cache, heap).
+  void WarmUp();
+  // Migrates over `link` while the workload runs. On success the guest is
+  // left paused (its memory is what the target must hold). On failure the
+  // guest is resumed, unchanged, and the error rethrown (invariant I6).
+  SourceReport Migrate(ByteStream* link,
+                       std::function<void(const SaveProgress&)> progress = {});
+
+  SimGuest& guest() { return *guest_; }
+  P2bMap& map() { return *map_; }
+
+ private:
+  SourceOptions options_;
+  std::unique_ptr<SimGuest> guest_;
+  std::unique_ptr<P2bMap> map_;
+  std::unique_ptr<WorkloadRunner> workload_;
+};
+
+struct TargetOptions {
+  uint64_t memory_pages = 0;
+  std::string memory_path;             // empty: anonymous
+  std::vector<std::string> disks;      // the target's own image locations
+  ResolverOptions resolver;            // nr_pfns is filled in from memory_pages
+  // Optional: wraps the store (fault injection, delays in tests).
+  std::function<std::unique_ptr<BlockStore>(BlockStore*)> wrap_store;
+};
+
+struct TargetReport {
+  ResolverStats resolver;
+  uint64_t pages_written = 0;
+  uint64_t verify_mismatches = 0;
+  uint64_t link_bytes = 0;
+  int64_t resume_ns = 0;  // CLOCK_REALTIME when the guest could run
+  std::string store;      // where the disks were read from
+};
+
+class TargetHost {
+ public:
+  explicit TargetHost(TargetOptions options);
+  ~TargetHost();
+  TargetHost(const TargetHost&) = delete;
+  TargetHost& operator=(const TargetHost&) = delete;
+
+  // Receives one migration. Throws on any failure; the caller then discards
+  // the target guest (no half-restored guest is ever reported as running).
+  TargetReport Receive(ByteStream* link);
+
+  GuestMemory& memory() { return *memory_; }
+
+ private:
+  TargetOptions options_;
+  std::unique_ptr<GuestMemory> memory_;
+  std::unique_ptr<BlockStore> store_;
+  std::unique_ptr<BlockStore> wrapped_store_;
+};
+
+}  // namespace p2bmig::sim
+
+#endif  // P2BMIG_SIM_SIM_HOST_H_

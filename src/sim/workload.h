@@ -1,0 +1,79 @@
+// Workloads for the simulated guest: named, seeded, reproducible profiles of
+// what the guest does before and during a migration (page-cache reads and
+// writes with write-back, anonymous memory, raw block I/O), and a runner that
+// drives a SimGuest with one of them from background threads.
+//
+// Thread safety: a WorkloadRunner is controlled from one thread; its own
+// threads call into the SimGuest.
+
+#ifndef P2BMIG_SIM_WORKLOAD_H_
+#define P2BMIG_SIM_WORKLOAD_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sim/sim_guest.h"
+
+namespace p2bmig::sim {
+
+struct WorkloadProfile {
+  std::string name;
+  std::string description;
+  // Before the migration: share of guest memory filled with page cache
+  // (file reads) and with anonymous memory.
+  double warm_cache_fraction = 0;
+  double warm_anon_fraction = 0;
+  // During the migration, per second of guest time.
+  double read_blocks_per_s = 0;     // file reads through the page cache
+  double write_blocks_per_s = 0;    // file writes, written back later
+  double writeback_pages_per_s = 0; // write-back of modified cache pages
+  double anon_pages_per_s = 0;      // anonymous memory writes
+  double scribble_pages_per_s = 0;  // in-memory changes to cached pages
+  double raw_ops_per_s = 0;         // partial, unaligned, repeated raw I/O
+  double raw_write_ops_per_s = 0;   // raw writes that overwrite blocks
+  double reclaim_pages_per_s = 0;   // cache pages reused as anonymous memory
+  // Share of file reads that go to a hot set of 1/8 of the disk.
+  double hot_read_share = 0.5;
+  int threads = 2;
+};
+
+// The built-in profiles, by name: idle, fileserver, kernel-build, database,
+// memory, cache-rewrite, stress. Throws Error(kInvalidArgument) for others.
+WorkloadProfile GetWorkload(const std::string& name);
+std::vector<std::string> WorkloadNames();
+
+class WorkloadRunner {
+ public:
+  WorkloadRunner(SimGuest* guest, WorkloadProfile profile, uint64_t seed);
+  ~WorkloadRunner();  // stops
+  WorkloadRunner(const WorkloadRunner&) = delete;
+  WorkloadRunner& operator=(const WorkloadRunner&) = delete;
+
+  // Fills page cache and anonymous memory as the profile says (synchronous).
+  void WarmUp();
+  // Starts the background threads; Stop() joins them. An error in a thread
+  // (e.g. a full disk) stops that thread and is rethrown by Stop().
+  void Start();
+  void Stop();
+  uint64_t ops() const { return ops_.load(); }
+
+ private:
+  void ThreadMain(int index);
+  void RunSlice(Rng& rng, double scale);
+
+  SimGuest* guest_;
+  WorkloadProfile profile_;
+  uint64_t seed_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> ops_{0};
+  std::vector<std::thread> threads_;
+  std::exception_ptr error_;
+  std::mutex error_mu_;
+};
+
+}  // namespace p2bmig::sim
+
+#endif  // P2BMIG_SIM_WORKLOAD_H_

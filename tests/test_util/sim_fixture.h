@@ -1,0 +1,88 @@
+// Helpers for tests that run migrations on the simulated host in one process:
+// a temporary directory with disk images, a connected pair of byte streams,
+// a store that delays reads (so that fetches finish late and out of order),
+// and a function that runs source and target side by side.
+
+#ifndef P2BMIG_TESTS_SIM_FIXTURE_H_
+#define P2BMIG_TESTS_SIM_FIXTURE_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <p2bmig/block_store.h>
+#include <p2bmig/byte_stream.h>
+
+#include "sim/content.h"
+#include "sim/sim_host.h"
+
+namespace p2bmig::test {
+
+// A fresh directory under the system's temp dir, removed at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Two ends of a socketpair as ByteStreams.
+std::pair<std::unique_ptr<ByteStream>, std::unique_ptr<ByteStream>> StreamPair();
+
+// Completes each read after a random delay of up to `max_delay_us`, from its
+// own thread, so that completions come late and out of order.
+class DelayedStore : public BlockStoreWrapper {
+ public:
+  DelayedStore(BlockStore* target, uint64_t seed, uint32_t max_delay_us);
+  ~DelayedStore() override;
+  void ReadAsync(uint32_t disk, uint64_t offset, size_t len, uint8_t* buf, ReadDone done) override;
+
+ private:
+  struct Item {
+    std::chrono::steady_clock::time_point due;
+    uint64_t seq;
+    std::exception_ptr error;
+    ReadDone done;
+    bool operator>(const Item& o) const { return std::tie(due, seq) > std::tie(o.due, o.seq); }
+  };
+  void Run();
+
+  sim::Rng rng_;
+  uint32_t max_delay_us_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::priority_queue<Item, std::vector<Item>, std::greater<>> items_;
+  uint64_t seq_ = 0;
+  int outstanding_ = 0;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+struct MigrationResult {
+  sim::SourceReport source;
+  sim::TargetReport target;
+  uint64_t differing_pages = 0;  // target vs source memory after the migration
+};
+
+// Runs source and target over a socketpair (its send rate capped at
+// `rate_bps` unless 0) and compares their memory.
+MigrationResult RunMigration(sim::SourceHost* source, sim::TargetHost* target,
+                             uint64_t rate_bps = 0);
+
+// Number of pages whose content differs between the two memories.
+uint64_t DifferingPages(const sim::GuestMemory& a, const sim::GuestMemory& b);
+
+}  // namespace p2bmig::test
+
+#endif  // P2BMIG_TESTS_SIM_FIXTURE_H_
