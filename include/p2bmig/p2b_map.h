@@ -81,7 +81,8 @@ class P2bMap {
   uint64_t nr_pfns() const { return nr_pfns_; }
 
   // Updates the map for one completed request. Segments naming pfns outside
-  // [0, nr_pfns) are ignored.
+  // [0, nr_pfns) never create entries (a write from one still removes the
+  // entries of the blocks it overwrites: the disk changed all the same).
   void Apply(const IoEvent& event);
 
   // The entry of `pfn`, if it has one.

@@ -1,0 +1,204 @@
+// TCP migration link over Boost.Asio. Data moves with synchronous socket
+// calls; only connect and accept run asynchronously, so that they can time
+// out (io_context::run_for).
+
+#include <chrono>
+#include <optional>
+#include <utility>  // before Boost 1.74 asio, whose awaitable.hpp needs it
+
+#include <boost/asio.hpp>
+#include <fmt/format.h>
+
+#include <p2bmig/transport.h>
+#include <p2bmig/types.h>
+
+namespace p2bmig {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+// Large socket buffers keep a fast link full while the other side is busy
+// (the kernel caps them at net.core.{r,w}mem_max).
+constexpr int kSocketBufferBytes = 4 << 20;
+
+std::string HostPort(const std::string& host, uint16_t port) {
+  return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
+                                             : fmt::format("{}:{}", host, port);
+}
+
+std::string EndpointName(const tcp::endpoint& ep) {
+  return HostPort(ep.address().to_string(), ep.port());
+}
+
+std::chrono::steady_clock::duration Seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(s));
+}
+
+void TuneSocket(tcp::socket& socket) {
+  error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  socket.set_option(asio::socket_base::send_buffer_size(kSocketBufferBytes), ignored);
+  socket.set_option(asio::socket_base::receive_buffer_size(kSocketBufferBytes), ignored);
+}
+
+class TcpStream : public ByteStream {
+ public:
+  TcpStream(std::unique_ptr<asio::io_context> io, tcp::socket socket, std::string peer)
+      : io_(std::move(io)), socket_(std::move(socket)), name_("tcp " + std::move(peer)) {
+    TuneSocket(socket_);
+  }
+
+  void ReadExact(void* buf, size_t len) override {
+    auto* p = static_cast<uint8_t*>(buf);
+    size_t done = 0;
+    while (done < len) done += ReadOnce(p + done, len - done, /*eof_is_error=*/true);
+  }
+
+  size_t ReadSome(void* buf, size_t len) override {
+    return len == 0 ? 0 : ReadOnce(buf, len, /*eof_is_error=*/false);
+  }
+
+  void WriteAll(const void* buf, size_t len) override {
+    error_code ec;
+    const size_t n = asio::write(socket_, asio::buffer(buf, len), ec);
+    bytes_written_ += n;
+    if (ec) {
+      throw Error(ErrorKind::kNetwork, fmt::format("{}: send failed after {} bytes: {}", name_,
+                                                   bytes_written_, ec.message()));
+    }
+  }
+
+  void CloseWrite() override {
+    error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  std::string Describe() const override { return name_; }
+
+ private:
+  size_t ReadOnce(void* buf, size_t len, bool eof_is_error) {
+    error_code ec;
+    const size_t n = socket_.read_some(asio::buffer(buf, len), ec);
+    bytes_read_ += n;
+    if (ec == asio::error::eof) {
+      if (!eof_is_error) return 0;
+      throw Error(ErrorKind::kNetwork,
+                  fmt::format("{}: peer closed the connection after {} bytes", name_, bytes_read_));
+    }
+    if (ec) {
+      throw Error(ErrorKind::kNetwork, fmt::format("{}: receive failed after {} bytes: {}", name_,
+                                                   bytes_read_, ec.message()));
+    }
+    return n;
+  }
+
+  std::unique_ptr<asio::io_context> io_;  // outlives socket_
+  tcp::socket socket_;
+  const std::string name_;
+};
+
+}  // namespace
+
+std::unique_ptr<ByteStream> TcpConnect(const std::string& host, uint16_t port, TcpOptions options) {
+  const std::string where = HostPort(host, port);
+  auto io = std::make_unique<asio::io_context>();
+  tcp::resolver resolver(*io);
+  error_code ec;
+  const auto endpoints = resolver.resolve(host, std::to_string(port), ec);
+  if (ec) {
+    throw Error(ErrorKind::kNetwork, fmt::format("cannot connect to {}: {}", where, ec.message()));
+  }
+  tcp::socket socket(*io);
+  std::optional<error_code> result;
+  tcp::endpoint connected;
+  asio::async_connect(socket, endpoints, [&](const error_code& e, const tcp::endpoint& ep) {
+    result = e;
+    connected = ep;
+  });
+  io->run_for(Seconds(options.connect_timeout_s));
+  if (!result) {
+    // Timed out: cancel and let the handler run before the locals go away.
+    socket.close(ec);
+    io->restart();
+    io->run();
+    throw Error(ErrorKind::kNetwork, fmt::format("cannot connect to {}: timed out after {} s",
+                                                 where, options.connect_timeout_s));
+  }
+  if (*result) {
+    throw Error(ErrorKind::kNetwork,
+                fmt::format("cannot connect to {}: {}", where, result->message()));
+  }
+  return std::make_unique<TcpStream>(std::move(io), std::move(socket), EndpointName(connected));
+}
+
+struct TcpListener::Impl {
+  asio::io_context io;
+  tcp::acceptor acceptor{io};
+  std::string where;
+};
+
+TcpListener::TcpListener(const std::string& host, uint16_t port) : impl_(std::make_unique<Impl>()) {
+  impl_->where = HostPort(host, port);
+  error_code ec;
+  tcp::resolver resolver(impl_->io);
+  const auto endpoints = resolver.resolve(host, std::to_string(port), tcp::resolver::passive, ec);
+  if (ec || endpoints.empty()) {
+    throw Error(ErrorKind::kNetwork, fmt::format("cannot listen on {}: {}", impl_->where,
+                                                 ec ? ec.message() : "no address"));
+  }
+  const tcp::endpoint ep = endpoints.begin()->endpoint();
+  auto& a = impl_->acceptor;
+  a.open(ep.protocol(), ec);
+  if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) a.bind(ep, ec);
+  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    throw Error(ErrorKind::kNetwork,
+                fmt::format("cannot listen on {}: {}", impl_->where, ec.message()));
+  }
+  impl_->where = EndpointName(a.local_endpoint(ec));
+}
+
+TcpListener::~TcpListener() = default;
+
+uint16_t TcpListener::port() const {
+  error_code ec;
+  return impl_->acceptor.local_endpoint(ec).port();
+}
+
+std::unique_ptr<ByteStream> TcpListener::Accept(double timeout_s) {
+  auto io = std::make_unique<asio::io_context>();
+  tcp::socket socket(*io);
+  error_code ec;
+  if (timeout_s <= 0) {
+    impl_->acceptor.accept(socket, ec);
+  } else {
+    std::optional<error_code> result;
+    impl_->acceptor.async_accept(socket, [&](const error_code& e) { result = e; });
+    impl_->io.restart();
+    impl_->io.run_for(Seconds(timeout_s));
+    if (!result) {
+      impl_->acceptor.cancel(ec);
+      impl_->io.restart();
+      impl_->io.run();  // runs the handler, aborted or (just in time) not
+    }
+    if (!result || *result == asio::error::operation_aborted) {
+      throw Error(ErrorKind::kNetwork,
+                  fmt::format("no connection on {} within {} s", impl_->where, timeout_s));
+    }
+    ec = *result;
+  }
+  if (ec) {
+    throw Error(ErrorKind::kNetwork,
+                fmt::format("accept on {} failed: {}", impl_->where, ec.message()));
+  }
+  const tcp::endpoint peer = socket.remote_endpoint(ec);
+  const std::string name = ec ? impl_->where : EndpointName(peer);
+  return std::make_unique<TcpStream>(std::move(io), std::move(socket), name);
+}
+
+}  // namespace p2bmig
