@@ -41,7 +41,10 @@ class TcpListener {
 };
 
 // Wraps `target` so that writes go out at no more than `bits_per_second`
-// (token bucket with a 64 KiB burst). Reads are not limited.
+// (token bucket with a 64 KiB burst), like a link of that speed: WriteAll
+// queues into a 4 MiB buffer drained by a sender thread, Flush and CloseWrite
+// wait until everything has gone out. A write error of the sender is thrown
+// by the next call. Reads are not limited. 0 means no limit.
 std::unique_ptr<ByteStream> NewRateLimitedStream(ByteStream* target, uint64_t bits_per_second);
 
 }  // namespace p2bmig

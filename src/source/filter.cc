@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -145,6 +146,7 @@ void Filter::Impl::FilterPageData(const Record& record) {
 }
 
 void Filter::Impl::SendFinalResends() {
+  auto t0 = std::chrono::steady_clock::now();
   // I4: every request of the paused guest has completed and been applied to
   // the map, and its data is on the shared storage, before we decide.
   tap->Drain();
@@ -174,6 +176,7 @@ void Filter::Impl::SendFinalResends() {
   }
   stats.pages_resent += resend.size();
   stats.pages_data += resend.size();
+  stats.final_pass_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 FilterStats Filter::stats() const { return impl_->stats; }

@@ -38,15 +38,16 @@ struct Resolver::Impl {
   std::unordered_map<uint64_t, PendingMapping> in_flight;
   // For a pfn whose newest record is a mapping not yet passed on: its tag.
   std::unordered_map<Pfn, uint64_t> newest_tag;
-  // Fetched and verified pages waiting to be passed on, by pfn.
-  std::unordered_map<Pfn, std::pair<uint32_t, std::vector<uint8_t>>> ready;
+  // Fetched and verified pages not yet passed on. They are older than any
+  // record still to come, so they go out before the next record that carries
+  // page contents.
+  PageDataBuilder fetched;
   // Newest-record mappings whose block did not match its hash.
   std::unordered_map<Pfn, PendingMapping> mismatched;
 
   // A newer record for `pfn` arrived: whatever an older one owes is void.
   void Supersede(Pfn pfn) {
     newest_tag.erase(pfn);
-    ready.erase(pfn);
     mismatched.erase(pfn);
   }
 
@@ -75,9 +76,8 @@ struct Resolver::Impl {
       return;
     }
     ++stats.fetches_applied;
-    auto& slot = ready[m.pfn];
-    slot.first = m.type;
-    slot.second.assign(data, data + kPageSize);
+    fetched.Add(m.pfn, m.type, data);
+    if (fetched.count() >= kOutBatch) EmitFetched();
   }
 
   void Submit(const PendingMapping& m) {
@@ -89,17 +89,10 @@ struct Resolver::Impl {
 
   void Poll() {
     queue.Poll([this](uint64_t tag, const uint8_t* data) { Deliver(tag, data); });
-    if (ready.size() >= kOutBatch) EmitReady();
   }
 
-  void EmitReady() {
-    PageDataBuilder builder;
-    for (auto& [pfn, page] : ready) {
-      builder.Add(pfn, page.first, page.second.data());
-      if (builder.count() == kOutBatch) out->WriteRecord(builder.Finish());
-    }
-    if (!builder.empty()) out->WriteRecord(builder.Finish());
-    ready.clear();
+  void EmitFetched() {
+    if (!fetched.empty()) out->WriteRecord(fetched.Finish());
   }
 
   // Waits for every fetch, re-reads mismatched blocks once, and passes all
@@ -124,7 +117,7 @@ struct Resolver::Impl {
                                 mismatched.size(), m.pfn, m.addr.disk, m.addr.block));
       }
     }
-    EmitReady();
+    EmitFetched();
     stats.drain_wait_s +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
@@ -169,6 +162,7 @@ struct Resolver::Impl {
 
   void OnZeroPages(const Record& record) {
     static const std::vector<uint8_t> kZero(kPageSize, 0);
+    EmitFetched();
     PageDataBuilder builder;
     for (const PageRef& ref : ParseZeroPages(record, options.limits)) {
       CheckPfn(ref.pfn, "P2B_ZERO_PAGES");
@@ -184,6 +178,7 @@ struct Resolver::Impl {
 
   void OnPageData(const Record& record) {
     PageDataView view = ParsePageData(record, options.limits);
+    EmitFetched();
     for (size_t i = 0; i < view.pages.size(); ++i) {
       CheckPfn(view.pages[i].pfn, "PAGE_DATA");
       Supersede(view.pages[i].pfn);

@@ -325,11 +325,14 @@ TEST(TransportTest, RateLimiterAccuracy) {
     limited->WriteAll(buf.data(), n);
     done += n;
   }
+  limited->Flush();
   const double took = SecondsSince(start);
   EXPECT_EQ(sink.bytes_written(), total);
   EXPECT_EQ(limited->bytes_written(), total);
   EXPECT_LE(sink.max_write_, size_t{64} << 10);
-  EXPECT_NEAR(took, 0.5, 0.05) << "achieved " << (total - (64 << 10)) / took * 8 / 1e6 << " Mbit/s";
+  // Never faster than the link; slower only by what a loaded machine adds.
+  EXPECT_GE(took, 0.5 * 0.97) << "achieved " << (total - (64 << 10)) / took * 8 / 1e6 << " Mbit/s";
+  EXPECT_LE(took, 0.5 * 3);
 }
 
 TEST(TransportTest, RateLimiterSmallWrites) {
@@ -340,7 +343,9 @@ TEST(TransportTest, RateLimiterSmallWrites) {
   std::vector<uint8_t> buf(1000);
   const auto start = Clock::now();
   for (size_t done = 0; done < total; done += buf.size()) limited->WriteAll(buf.data(), buf.size());
-  EXPECT_NEAR(SecondsSince(start), 0.2, 0.02);
+  limited->Flush();
+  EXPECT_GE(SecondsSince(start), 0.2 * 0.97);
+  EXPECT_LE(SecondsSince(start), 0.2 * 3);
 }
 
 TEST(TransportTest, RateLimiterZeroMeansUnlimited) {

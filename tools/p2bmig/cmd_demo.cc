@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -161,14 +162,20 @@ json RunMode(const DemoArgs& a, const std::string& mode, const std::string& imag
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   if (!a.json) std::cerr << fmt::format("{}: migrating...\n", mode);
 
-  Child target = Spawn({"p2bmig", "receive", "--listen", addr, "--memory", a.memory, "--disk",
-                        TargetLocation(a, image), "--memory-file", dst_mem, "--json"});
+  // With two or more CPUs, each host gets its own, as two machines would.
+  const bool split = std::thread::hardware_concurrency() >= 2;
+  std::vector<std::string> receive = {"p2bmig", "receive", "--listen", addr, "--memory", a.memory,
+                                      "--disk", TargetLocation(a, image), "--memory-file", dst_mem,
+                                      "--json"};
+  if (split) receive.insert(receive.end(), {"--cpus", "1"});
+  Child target = Spawn(receive);
   std::vector<std::string> send = {"p2bmig",  "send",       "--to",     addr,
                                    "--memory", a.memory,    "--disk",   image,
                                    "--memory-file", src_mem, "--workload", a.workload,
                                    "--seed",  std::to_string(a.seed), "--mode", mode,
                                    "--rate",  a.link,       "--json"};
   if (tty && !a.json) send.push_back("--progress");
+  if (split) send.insert(send.end(), {"--cpus", "0"});
   Child source = Spawn(send);
   std::string src_out, dst_out;
   std::exception_ptr failure;

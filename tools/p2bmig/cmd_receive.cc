@@ -12,6 +12,7 @@
 #include <p2bmig/types.h>
 
 #include "commands.h"
+#include "cpus.h"
 #include "endpoint.h"
 #include "report.h"
 #include "sim/sim_host.h"
@@ -28,6 +29,7 @@ struct ReceiveArgs {
   std::string memory_file;
   double timeout_s = 120;
   bool json = false;
+  std::string cpus;
 };
 
 void RunReceive(const ReceiveArgs& a) {
@@ -35,6 +37,7 @@ void RunReceive(const ReceiveArgs& a) {
     throw Error(ErrorKind::kInvalidArgument,
                 "give exactly one of --listen HOST:PORT and --input FILE");
   }
+  PinToCpus(a.cpus);
   sim::TargetOptions opt;
   opt.memory_pages = ParseSize(a.memory) / kPageSize;
   opt.memory_path = a.memory_file;
@@ -87,6 +90,7 @@ void AddReceiveCommand(CLI::App& app) {
   cmd->add_option("--memory-file", args->memory_file, "Back guest memory by this file");
   cmd->add_option("--timeout", args->timeout_s, "Seconds to wait for the source to connect")
       ->capture_default_str();
+  cmd->add_option("--cpus", args->cpus, "Run on these CPUs only (e.g. 1)");
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
   cmd->callback([args] { RunReceive(*args); });
 }

@@ -14,6 +14,7 @@
 #include <p2bmig/types.h>
 
 #include "commands.h"
+#include "cpus.h"
 #include "endpoint.h"
 #include "report.h"
 #include "sim/sim_host.h"
@@ -34,6 +35,7 @@ struct SendArgs {
   std::string rate = "1gbit";
   double connect_wait_s = 10;
   bool json = false;
+  std::string cpus;
   bool progress = false;
 };
 
@@ -74,6 +76,7 @@ void RunSend(const SendArgs& a) {
   if (a.to.empty() == a.output.empty()) {
     throw Error(ErrorKind::kInvalidArgument, "give exactly one of --to HOST:PORT and --output FILE");
   }
+  PinToCpus(a.cpus);
   sim::SourceOptions opt;
   opt.guest.memory_pages = ParseSize(a.memory) / kPageSize;
   opt.guest.memory_path = a.memory_file;
@@ -156,6 +159,7 @@ void AddSendCommand(CLI::App& app) {
   cmd->add_option("--connect-wait", args->connect_wait_s,
                   "Seconds to keep trying to reach the receiver")
       ->capture_default_str();
+  cmd->add_option("--cpus", args->cpus, "Run on these CPUs only (e.g. 0 or 0-1)");
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
   cmd->add_flag("--progress", args->progress, "Show a progress line on stderr");
   cmd->callback([args] { RunSend(*args); });
