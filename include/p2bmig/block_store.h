@@ -53,8 +53,7 @@ class BlockStoreWrapper : public BlockStore {
   explicit BlockStoreWrapper(BlockStore* target) : target_(target) {}
   uint32_t nr_disks() const override { return target_->nr_disks(); }
   uint64_t DiskSize(uint32_t disk) const override { return target_->DiskSize(disk); }
-  void ReadAsync(uint32_t disk, uint64_t offset, size_t len, uint8_t* buf,
-                 ReadDone done) override {
+  void ReadAsync(uint32_t disk, uint64_t offset, size_t len, uint8_t* buf, ReadDone done) override {
     target_->ReadAsync(disk, offset, len, buf, std::move(done));
   }
   std::string Describe() const override { return target_->Describe(); }

@@ -38,11 +38,11 @@ struct FilterOptions {
 };
 
 struct FilterStats {
-  uint64_t pages_in = 0;       // pages seen in PAGE_DATA records
-  uint64_t pages_data = 0;     // pages sent with their content
-  uint64_t pages_mapped = 0;   // pages sent as mappings
-  uint64_t pages_zero = 0;     // pages sent as zero pages
-  uint64_t pages_resent = 0;   // pages re-sent at the end (I3)
+  uint64_t pages_in = 0;              // pages seen in PAGE_DATA records
+  uint64_t pages_data = 0;            // pages sent with their content
+  uint64_t pages_mapped = 0;          // pages sent as mappings
+  uint64_t pages_zero = 0;            // pages sent as zero pages
+  uint64_t pages_resent = 0;          // pages re-sent at the end (I3)
   uint64_t mappings_invalidated = 0;  // sent mappings whose entry was removed later
   double final_pass_s = 0;  // time of the final pass (drain, flush, re-sends): in the downtime
 };

@@ -33,15 +33,15 @@ struct ResolverOptions {
 };
 
 struct ResolverStats {
-  uint64_t pages_data = 0;        // pages received with their content
-  uint64_t pages_mapped = 0;      // mappings received
-  uint64_t pages_zero = 0;        // zero pages received
-  uint64_t fetches_applied = 0;   // fetched pages passed on
+  uint64_t pages_data = 0;          // pages received with their content
+  uint64_t pages_mapped = 0;        // mappings received
+  uint64_t pages_zero = 0;          // zero pages received
+  uint64_t fetches_applied = 0;     // fetched pages passed on
   uint64_t fetches_superseded = 0;  // fetched pages dropped for a newer record
-  uint64_t hash_mismatches = 0;   // fetched blocks that did not match (before re-read)
-  uint64_t nas_bytes = 0;         // bytes read from shared storage
-  uint64_t nas_reads = 0;         // read operations on shared storage
-  double drain_wait_s = 0;        // time END waited for the fetch queue
+  uint64_t hash_mismatches = 0;     // fetched blocks that did not match (before re-read)
+  uint64_t nas_bytes = 0;           // bytes read from shared storage
+  uint64_t nas_reads = 0;           // read operations on shared storage
+  double drain_wait_s = 0;          // time END waited for the fetch queue
 };
 
 class Resolver : public RecordSink {

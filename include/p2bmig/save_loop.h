@@ -39,12 +39,12 @@ struct SaveProgress {
 };
 
 struct SaveStats {
-  int rounds = 0;                   // memory passes, the paused one included
-  uint64_t pages_sent = 0;          // pages handed to the sink, all rounds
+  int rounds = 0;           // memory passes, the paused one included
+  uint64_t pages_sent = 0;  // pages handed to the sink, all rounds
   std::vector<uint64_t> round_pages;
-  int64_t start_ns = 0;             // CLOCK_REALTIME when the stream began
-  int64_t pause_ns = 0;             // CLOCK_REALTIME when the guest was paused
-  int64_t end_ns = 0;               // CLOCK_REALTIME after END was written
+  int64_t start_ns = 0;  // CLOCK_REALTIME when the stream began
+  int64_t pause_ns = 0;  // CLOCK_REALTIME when the guest was paused
+  int64_t end_ns = 0;    // CLOCK_REALTIME after END was written
 };
 
 class SaveLoop {
@@ -53,7 +53,9 @@ class SaveLoop {
   SaveLoop(Domain* domain, RecordSink* out, SaveOptions options = {});
 
   // Called after each batch; must be cheap.
-  void SetProgressCallback(std::function<void(const SaveProgress&)> fn) { progress_ = std::move(fn); }
+  void SetProgressCallback(std::function<void(const SaveProgress&)> fn) {
+    progress_ = std::move(fn);
+  }
 
   // Runs the whole migration. Leaves the domain paused on success (the caller
   // destroys or resumes it); resumes it and rethrows on failure.

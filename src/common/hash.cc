@@ -1,9 +1,9 @@
-#include <p2bmig/hash.h>
-#include <p2bmig/types.h>
-
 #include <cstring>
 
 #include <xxhash.h>
+
+#include <p2bmig/hash.h>
+#include <p2bmig/types.h>
 
 namespace p2bmig {
 

@@ -1,15 +1,14 @@
 #include "sim/content.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <array>
 #include <cerrno>
 #include <cstring>
 #include <string_view>
 #include <vector>
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <p2bmig/types.h>
 
@@ -17,11 +16,11 @@ namespace p2bmig::sim {
 namespace {
 
 constexpr std::array<std::string_view, 32> kWords = {
-    "the ",       "migration ", "page ",    "block ",  "memory ",  "guest ",    "disk ",
-    "cache ",     "kernel ",    "return ",  "struct ", "int ",     "if (",      ") {\n",
-    "}\n",        "0x",         "error: ",  "static ", "const ",   "void ",     "for (",
-    "while (",    "data ",      "size_t ",  "= ",      "; ",       "#include ", "<stdio.h>\n",
-    "server ",    "request ",   "200 OK\n", "GET /",
+    "the ",    "migration ", "page ",    "block ",  "memory ", "guest ",    "disk ",
+    "cache ",  "kernel ",    "return ",  "struct ", "int ",    "if (",      ") {\n",
+    "}\n",     "0x",         "error: ",  "static ", "const ",  "void ",     "for (",
+    "while (", "data ",      "size_t ",  "= ",      "; ",      "#include ", "<stdio.h>\n",
+    "server ", "request ",   "200 OK\n", "GET /",
 };
 
 void FillText(uint8_t* page, Rng& rng) {

@@ -1,14 +1,13 @@
 #include "sim/guest_memory.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <bit>
 #include <cerrno>
 #include <cstring>
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 namespace p2bmig::sim {
 
@@ -24,8 +23,8 @@ GuestMemory::GuestMemory(uint64_t nr_pages, const std::string& backing_path)
     if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
       int err = errno;
       if (fd >= 0) ::close(fd);
-      throw Error(ErrorKind::kIo, fmt::format("cannot create guest memory file {}: {}", path_,
-                                              std::strerror(err)));
+      throw Error(ErrorKind::kIo,
+                  fmt::format("cannot create guest memory file {}: {}", path_, std::strerror(err)));
     }
     flags = MAP_SHARED | MAP_POPULATE;
   }
@@ -33,8 +32,8 @@ GuestMemory::GuestMemory(uint64_t nr_pages, const std::string& backing_path)
   int err = errno;
   if (fd >= 0) ::close(fd);
   if (p == MAP_FAILED) {
-    throw Error(ErrorKind::kIo, fmt::format("cannot map {} MiB of guest memory: {}",
-                                            bytes >> 20, std::strerror(err)));
+    throw Error(ErrorKind::kIo, fmt::format("cannot map {} MiB of guest memory: {}", bytes >> 20,
+                                            std::strerror(err)));
   }
   base_ = static_cast<uint8_t*>(p);
   dirty_ = std::make_unique<std::atomic<uint64_t>[]>(dirty_words_);

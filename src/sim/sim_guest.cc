@@ -1,15 +1,14 @@
 #include "sim/sim_guest.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <p2bmig/hash.h>
 
@@ -253,11 +252,21 @@ GuestMemoryUse SimGuest::MemoryUse() const {
   GuestMemoryUse u;
   for (const PageState& st : pages_) {
     switch (st.use) {
-      case PageUse::kFree: ++u.free; break;
-      case PageUse::kKernel: ++u.kernel; break;
-      case PageUse::kCache: ++u.cache; break;
-      case PageUse::kAnon: ++u.anon; break;
-      case PageUse::kBuffer: ++u.buffer; break;
+      case PageUse::kFree:
+        ++u.free;
+        break;
+      case PageUse::kKernel:
+        ++u.kernel;
+        break;
+      case PageUse::kCache:
+        ++u.cache;
+        break;
+      case PageUse::kAnon:
+        ++u.anon;
+        break;
+      case PageUse::kBuffer:
+        ++u.buffer;
+        break;
     }
   }
   return u;
@@ -320,22 +329,21 @@ void SimGuest::Report(const IoEvent& event) {
   if (listener_) listener_(event);
 }
 
-void SimGuest::DiskIo(IoOp op, uint32_t disk, uint64_t offset,
-                      const std::vector<iovec>& iov_in) {
+void SimGuest::DiskIo(IoOp op, uint32_t disk, uint64_t offset, const std::vector<iovec>& iov_in) {
   std::vector<iovec> iov = iov_in;
   size_t idx = 0;
   while (idx < iov.size()) {
     ssize_t n = op == IoOp::kRead
-                    ? ::preadv(disks_[disk].fd, iov.data() + idx, static_cast<int>(iov.size() - idx),
-                               static_cast<off_t>(offset))
+                    ? ::preadv(disks_[disk].fd, iov.data() + idx,
+                               static_cast<int>(iov.size() - idx), static_cast<off_t>(offset))
                     : ::pwritev(disks_[disk].fd, iov.data() + idx,
                                 static_cast<int>(iov.size() - idx), static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      throw Error(ErrorKind::kIo, fmt::format("guest {} of {} at {} failed: {}",
-                                              op == IoOp::kRead ? "read" : "write",
-                                              disks_[disk].path, offset,
-                                              n == 0 ? "end of file" : std::strerror(errno)));
+      throw Error(
+          ErrorKind::kIo,
+          fmt::format("guest {} of {} at {} failed: {}", op == IoOp::kRead ? "read" : "write",
+                      disks_[disk].path, offset, n == 0 ? "end of file" : std::strerror(errno)));
     }
     offset += static_cast<uint64_t>(n);
     for (size_t left = static_cast<size_t>(n); left > 0 && idx < iov.size();) {

@@ -15,8 +15,6 @@
 #ifndef P2BMIG_SIM_SIM_GUEST_H_
 #define P2BMIG_SIM_SIM_GUEST_H_
 
-#include <sys/uio.h>
-
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -24,6 +22,8 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include <sys/uio.h>
 
 #include <p2bmig/domain.h>
 #include <p2bmig/io_event.h>
@@ -35,11 +35,11 @@ namespace p2bmig::sim {
 
 struct SimGuestConfig {
   std::string name = "sim-guest";
-  uint64_t memory_pages = 1u << 17;      // 512 MiB
-  std::string memory_path;               // empty: anonymous memory
-  std::vector<std::string> disk_paths;   // images on the shared storage
-  uint64_t kernel_pages = 4096;          // fixed kernel text and data
-  uint64_t buffer_pages = 256;           // pages used for raw block I/O
+  uint64_t memory_pages = 1u << 17;     // 512 MiB
+  std::string memory_path;              // empty: anonymous memory
+  std::vector<std::string> disk_paths;  // images on the shared storage
+  uint64_t kernel_pages = 4096;         // fixed kernel text and data
+  uint64_t buffer_pages = 256;          // pages used for raw block I/O
 };
 
 struct GuestMemoryUse {

@@ -16,8 +16,8 @@ SourceHost::SourceHost(SourceOptions options) : options_(std::move(options)) {
   // on, whatever the mode: it is the cost p2bmig adds to a running host.
   P2bMap* map = map_.get();
   guest_->SetListener([map](const IoEvent& ev) { map->Apply(ev); });
-  workload_ = std::make_unique<WorkloadRunner>(guest_.get(), GetWorkload(options_.workload),
-                                               options_.seed);
+  workload_ =
+      std::make_unique<WorkloadRunner>(guest_.get(), GetWorkload(options_.workload), options_.seed);
 }
 
 SourceHost::~SourceHost() {

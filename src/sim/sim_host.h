@@ -63,8 +63,7 @@ class SourceHost {
   // Migrates over `link` while the workload runs. On success the guest is
   // left paused (its memory is what the target must hold). On failure the
   // guest is resumed, unchanged, and the error rethrown (invariant I6).
-  SourceReport Migrate(ByteStream* link,
-                       std::function<void(const SaveProgress&)> progress = {});
+  SourceReport Migrate(ByteStream* link, std::function<void(const SaveProgress&)> progress = {});
 
   SimGuest& guest() { return *guest_; }
   P2bMap& map() { return *map_; }
@@ -78,9 +77,9 @@ class SourceHost {
 
 struct TargetOptions {
   uint64_t memory_pages = 0;
-  std::string memory_path;             // empty: anonymous
-  std::vector<std::string> disks;      // the target's own image locations
-  ResolverOptions resolver;            // nr_pfns is filled in from memory_pages
+  std::string memory_path;         // empty: anonymous
+  std::vector<std::string> disks;  // the target's own image locations
+  ResolverOptions resolver;        // nr_pfns is filled in from memory_pages
   // Optional: wraps the store (fault injection, delays in tests).
   std::function<std::unique_ptr<BlockStore>(BlockStore*)> wrap_store;
 };

@@ -25,8 +25,9 @@ void SimRestore::WriteRecord(const Record& record) {
         Pfn pfn = view.pages[i].pfn;
         if (data == nullptr) continue;
         if (pfn >= memory_->nr_pages()) {
-          throw Error(ErrorKind::kMalformedStream,
-                      fmt::format("pfn {:#x} beyond the guest's {} pages", pfn, memory_->nr_pages()));
+          throw Error(
+              ErrorKind::kMalformedStream,
+              fmt::format("pfn {:#x} beyond the guest's {} pages", pfn, memory_->nr_pages()));
         }
         if (verify_) {
           ++pages_verified_;
@@ -54,9 +55,9 @@ void SimRestore::WriteRecord(const Record& record) {
       return;
     default:
       if (record.type & rec::kOptionalBit) return;
-      throw Error(ErrorKind::kMalformedStream,
-                  fmt::format("invalid record type {:#x} ({})", record.type,
-                              RecordTypeName(record.type)));
+      throw Error(
+          ErrorKind::kMalformedStream,
+          fmt::format("invalid record type {:#x} ({})", record.type, RecordTypeName(record.type)));
   }
 }
 

@@ -104,9 +104,8 @@ WorkloadProfile GetWorkload(const std::string& name) {
   for (const WorkloadProfile& p : Profiles()) {
     if (p.name == name) return p;
   }
-  throw Error(ErrorKind::kInvalidArgument,
-              fmt::format("unknown workload '{}' (known: {})", name,
-                          fmt::join(WorkloadNames(), ", ")));
+  throw Error(ErrorKind::kInvalidArgument, fmt::format("unknown workload '{}' (known: {})", name,
+                                                       fmt::join(WorkloadNames(), ", ")));
 }
 
 std::vector<std::string> WorkloadNames() {
@@ -209,7 +208,8 @@ void WorkloadRunner::RunSlice(Rng& rng, double scale) {
       uint32_t disk = static_cast<uint32_t>(rng.Below(nr_disks));
       uint64_t blocks = guest_->disk_blocks(disk);
       auto len = static_cast<uint32_t>(std::min<uint64_t>(left, 4 + rng.Below(60)));
-      uint64_t span = rng.Chance(p.hot_read_share) ? std::max<uint64_t>(blocks / 8, len + 1) : blocks;
+      uint64_t span =
+          rng.Chance(p.hot_read_share) ? std::max<uint64_t>(blocks / 8, len + 1) : blocks;
       uint64_t start = rng.Below(span > len ? span - len : 1);
       guest_->ReadFile(disk, start, len);
       left -= len;

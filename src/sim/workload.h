@@ -27,14 +27,14 @@ struct WorkloadProfile {
   double warm_cache_fraction = 0;
   double warm_anon_fraction = 0;
   // During the migration, per second of guest time.
-  double read_blocks_per_s = 0;     // file reads through the page cache
-  double write_blocks_per_s = 0;    // file writes, written back later
-  double writeback_pages_per_s = 0; // write-back of modified cache pages
-  double anon_pages_per_s = 0;      // anonymous memory writes
-  double scribble_pages_per_s = 0;  // in-memory changes to cached pages
-  double raw_ops_per_s = 0;         // partial, unaligned, repeated raw I/O
-  double raw_write_ops_per_s = 0;   // raw writes that overwrite blocks
-  double reclaim_pages_per_s = 0;   // cache pages reused as anonymous memory
+  double read_blocks_per_s = 0;      // file reads through the page cache
+  double write_blocks_per_s = 0;     // file writes, written back later
+  double writeback_pages_per_s = 0;  // write-back of modified cache pages
+  double anon_pages_per_s = 0;       // anonymous memory writes
+  double scribble_pages_per_s = 0;   // in-memory changes to cached pages
+  double raw_ops_per_s = 0;          // partial, unaligned, repeated raw I/O
+  double raw_write_ops_per_s = 0;    // raw writes that overwrite blocks
+  double reclaim_pages_per_s = 0;    // cache pages reused as anonymous memory
   // Share of file reads that go to a hot set of 1/8 of the disk.
   double hot_read_share = 0.5;
   int threads = 2;

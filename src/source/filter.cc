@@ -1,12 +1,12 @@
-#include <p2bmig/filter.h>
-#include <p2bmig/hash.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
+
+#include <p2bmig/filter.h>
+#include <p2bmig/hash.h>
 
 namespace p2bmig {
 

@@ -1,10 +1,10 @@
-#include <p2bmig/save_loop.h>
-
-#include <time.h>
-
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+
+#include <time.h>
+
+#include <p2bmig/save_loop.h>
 
 namespace p2bmig {
 namespace {
@@ -109,8 +109,8 @@ void SaveLoop::SendPages(std::vector<Pfn>& pfns, SaveProgress* progress) {
 
 void SaveLoop::WriteStaticData() {
   // One CPUID leaf (6 x u32) and one MSR entry (u32 idx, u32 flags, u64 val).
-  out_->WriteRecord(MakeRecord(rec::kX86CpuidPolicy, {0, 0xFFFFFFFF, 0xD, 0x756E6547, 0x6C65746E,
-                                                      0x49656E69}));
+  out_->WriteRecord(
+      MakeRecord(rec::kX86CpuidPolicy, {0, 0xFFFFFFFF, 0xD, 0x756E6547, 0x6C65746E, 0x49656E69}));
   out_->WriteRecord(MakeRecord(rec::kX86MsrPolicy, {0xCE, 0, 0, 0}));
   out_->WriteRecord(Record{rec::kStaticDataEnd, {}});
 }

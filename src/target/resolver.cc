@@ -1,12 +1,12 @@
-#include <p2bmig/hash.h>
-#include <p2bmig/resolver.h>
-
 #include <chrono>
 #include <cstring>
 #include <unordered_map>
 #include <vector>
 
 #include <fmt/format.h>
+
+#include <p2bmig/hash.h>
+#include <p2bmig/resolver.h>
 
 namespace p2bmig {
 namespace {

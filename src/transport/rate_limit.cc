@@ -103,9 +103,9 @@ class RateLimitedStream : public ByteStreamWrapper {
       // Token bucket: pay for the chunk, sleeping off any debt. Oversleeping
       // is credited back by the next refill, so the average rate is exact.
       Clock::time_point now = Clock::now();
-      tokens = std::min<double>(kBurstBytes,
-                                tokens + std::chrono::duration<double>(now - last).count() *
-                                             bytes_per_second_);
+      tokens =
+          std::min<double>(kBurstBytes, tokens + std::chrono::duration<double>(now - last).count() *
+                                                     bytes_per_second_);
       last = now;
       tokens -= static_cast<double>(n);
       if (tokens < 0) {

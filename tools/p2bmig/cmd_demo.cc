@@ -4,21 +4,20 @@
 // disk image, checks that the target's memory equals the source's at pause
 // time byte for byte, and prints the two side by side.
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <thread>
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <p2bmig/transport.h>
 #include <p2bmig/types.h>
@@ -164,16 +163,22 @@ json RunMode(const DemoArgs& a, const std::string& mode, const std::string& imag
 
   // With two or more CPUs, each host gets its own, as two machines would.
   const bool split = std::thread::hardware_concurrency() >= 2;
-  std::vector<std::string> receive = {"p2bmig", "receive", "--listen", addr, "--memory", a.memory,
-                                      "--disk", TargetLocation(a, image), "--memory-file", dst_mem,
-                                      "--json"};
+  std::vector<std::string> receive = {
+      "p2bmig",        "receive", "--listen", addr,
+      "--memory",      a.memory,  "--disk",   TargetLocation(a, image),
+      "--memory-file", dst_mem,   "--json"};
   if (split) receive.insert(receive.end(), {"--cpus", "1"});
   Child target = Spawn(receive);
-  std::vector<std::string> send = {"p2bmig",  "send",       "--to",     addr,
-                                   "--memory", a.memory,    "--disk",   image,
-                                   "--memory-file", src_mem, "--workload", a.workload,
-                                   "--seed",  std::to_string(a.seed), "--mode", mode,
-                                   "--rate",  a.link,       "--json"};
+  std::vector<std::string> send = {"p2bmig",        "send",
+                                   "--to",          addr,
+                                   "--memory",      a.memory,
+                                   "--disk",        image,
+                                   "--memory-file", src_mem,
+                                   "--workload",    a.workload,
+                                   "--seed",        std::to_string(a.seed),
+                                   "--mode",        mode,
+                                   "--rate",        a.link,
+                                   "--json"};
   if (tty && !a.json) send.push_back("--progress");
   if (split) send.insert(send.end(), {"--cpus", "0"});
   Child source = Spawn(send);
@@ -245,7 +250,9 @@ void PrintTable(const json& result) {
     std::cout << line << "\n";
   };
   auto num = [](const char* key) { return [key](const json& r) { return r[key].get<double>(); }; };
-  auto secs = [](double s) { return s < 1 ? fmt::format("{:.1f} ms", s * 1e3) : fmt::format("{:.2f} s", s); };
+  auto secs = [](double s) {
+    return s < 1 ? fmt::format("{:.1f} ms", s * 1e3) : fmt::format("{:.2f} s", s);
+  };
   auto bytes = [](double b) { return FormatBytes(b); };
   auto count = [](double c) { return fmt::format("{:.0f}", c); };
   row("total migration time", num("total_time_s"), secs, true);
@@ -257,7 +264,8 @@ void PrintTable(const json& result) {
   row("pages sent as zero", num("pages_zero"), count, false);
   row("rounds", num("rounds"), count, false);
   std::string line = fmt::format("{:<26}", "target memory identical");
-  for (const json& r : runs) line += fmt::format("{:>14}", r["memory_identical"].get<bool>() ? "yes" : "NO");
+  for (const json& r : runs)
+    line += fmt::format("{:>14}", r["memory_identical"].get<bool>() ? "yes" : "NO");
   std::cout << line << "\n\n";
   std::cout << "ratio = p2bmig / baseline. Memory is compared byte for byte with the source's at\n"
                "the moment it was paused.\n";
@@ -267,8 +275,10 @@ void RunDemo(const DemoArgs& a) {
   uint64_t memory = ParseSize(a.memory);
   uint64_t disk = ParseSize(a.disk_size) / kPageSize * kPageSize;
   uint64_t rate = ParseRate(a.link);
-  if (memory < (64u << 20)) throw Error(ErrorKind::kInvalidArgument, "--memory must be at least 64M");
-  if (disk < (64u << 20)) throw Error(ErrorKind::kInvalidArgument, "--disk-size must be at least 64M");
+  if (memory < (64u << 20))
+    throw Error(ErrorKind::kInvalidArgument, "--memory must be at least 64M");
+  if (disk < (64u << 20))
+    throw Error(ErrorKind::kInvalidArgument, "--disk-size must be at least 64M");
   std::vector<std::string> modes;
   std::stringstream ms(a.modes);
   for (std::string m; std::getline(ms, m, ',');) {
@@ -281,7 +291,9 @@ void RunDemo(const DemoArgs& a) {
   const std::string image = a.dir + "/disk0.img";
   const std::string pristine = a.dir + fmt::format("/.disk0-{}-{}.pristine", disk, a.seed);
   if (!fs::exists(pristine)) {
-    if (!a.json) std::cerr << fmt::format("creating a {} disk image in {}...\n", FormatBytes(double(disk)), a.dir);
+    if (!a.json)
+      std::cerr << fmt::format("creating a {} disk image in {}...\n", FormatBytes(double(disk)),
+                               a.dir);
     sim::CreateDiskImage(pristine, disk, a.seed);
   }
   json result = {
@@ -317,9 +329,11 @@ void AddDemoCommand(CLI::App& app) {
       "Migrate a simulated guest between two host processes, stock pre-copy vs p2bmig, "
       "and compare");
   cmd->add_option("--memory", a->memory, "Guest memory size")->capture_default_str();
-  cmd->add_option("--disk-size", a->disk_size, "Size of the guest's disk image")->capture_default_str();
+  cmd->add_option("--disk-size", a->disk_size, "Size of the guest's disk image")
+      ->capture_default_str();
   cmd->add_option("--workload", a->workload, "What the guest does")->capture_default_str();
-  cmd->add_option("--link", a->link, "Migration link speed (e.g. 1gbit, 10gbit, off)")->capture_default_str();
+  cmd->add_option("--link", a->link, "Migration link speed (e.g. 1gbit, 10gbit, off)")
+      ->capture_default_str();
   cmd->add_option("--dir", a->dir,
                   "Shared directory holding the disk image (and memory files while running)")
       ->capture_default_str();
@@ -327,7 +341,8 @@ void AddDemoCommand(CLI::App& app) {
                   "The target reads the shared directory through this NFS export URL "
                   "(e.g. nfs://127.0.0.1/export?version=3&nfsport=2049&mountport=20048)");
   cmd->add_option("--modes", a->modes, "Modes to run, comma separated")->capture_default_str();
-  cmd->add_option("--seed", a->seed, "Seed of the guest, its disk and its workload")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed of the guest, its disk and its workload")
+      ->capture_default_str();
   cmd->add_flag("--json", a->json, "Print the results as JSON");
   cmd->add_flag("--keep", a->keep, "Keep the memory files of source and target");
   cmd->callback([a] { RunDemo(*a); });

@@ -1,12 +1,11 @@
 // `p2bmig receive`: the target host. Listens for one migration, resolves
 // mappings from the shared storage and restores the guest's memory.
 
-#include <unistd.h>
-
 #include <iostream>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <p2bmig/transport.h>
 #include <p2bmig/types.h>

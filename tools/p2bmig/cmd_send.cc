@@ -1,14 +1,13 @@
 // `p2bmig send`: the source host. Boots a simulated guest with its disk on the
 // shared storage, runs a workload, and migrates the guest to a receiver.
 
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <p2bmig/transport.h>
 #include <p2bmig/types.h>
@@ -74,7 +73,8 @@ class ProgressLine {
 
 void RunSend(const SendArgs& a) {
   if (a.to.empty() == a.output.empty()) {
-    throw Error(ErrorKind::kInvalidArgument, "give exactly one of --to HOST:PORT and --output FILE");
+    throw Error(ErrorKind::kInvalidArgument,
+                "give exactly one of --to HOST:PORT and --output FILE");
   }
   PinToCpus(a.cpus);
   sim::SourceOptions opt;
@@ -83,9 +83,12 @@ void RunSend(const SendArgs& a) {
   opt.guest.disk_paths = a.disks;
   opt.workload = a.workload;
   opt.seed = a.seed;
-  if (a.mode == "baseline") opt.mode = sim::Mode::kBaseline;
-  else if (a.mode == "p2bmig") opt.mode = sim::Mode::kP2bmig;
-  else throw Error(ErrorKind::kInvalidArgument, "--mode is baseline or p2bmig");
+  if (a.mode == "baseline")
+    opt.mode = sim::Mode::kBaseline;
+  else if (a.mode == "p2bmig")
+    opt.mode = sim::Mode::kP2bmig;
+  else
+    throw Error(ErrorKind::kInvalidArgument, "--mode is baseline or p2bmig");
   uint64_t rate = ParseRate(a.rate);
   sim::GetWorkload(a.workload);  // fail early on a bad name
 
@@ -150,10 +153,13 @@ void AddSendCommand(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--memory-file", args->memory_file,
                   "Back guest memory by this file (to compare it afterwards)");
-  cmd->add_option("--workload", args->workload, "Workload: " + fmt::format("{}", fmt::join(sim::WorkloadNames(), ", ")))
+  cmd->add_option("--workload", args->workload,
+                  "Workload: " + fmt::format("{}", fmt::join(sim::WorkloadNames(), ", ")))
       ->capture_default_str();
-  cmd->add_option("--seed", args->seed, "Seed of the guest and its workload")->capture_default_str();
-  cmd->add_option("--mode", args->mode, "baseline (stock pre-copy) or p2bmig")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Seed of the guest and its workload")
+      ->capture_default_str();
+  cmd->add_option("--mode", args->mode, "baseline (stock pre-copy) or p2bmig")
+      ->capture_default_str();
   cmd->add_option("--rate", args->rate, "Link speed cap, e.g. 1gbit, 10gbit, off")
       ->capture_default_str();
   cmd->add_option("--connect-wait", args->connect_wait_s,

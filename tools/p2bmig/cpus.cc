@@ -1,13 +1,12 @@
 #include "cpus.h"
 
-#include <sched.h>
-
 #include <cerrno>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
 
 #include <fmt/format.h>
+#include <sched.h>
 
 #include <p2bmig/types.h>
 
@@ -18,7 +17,9 @@ void PinToCpus(const std::string& list) {
   cpu_set_t set;
   CPU_ZERO(&set);
   std::stringstream in(list);
-  auto bad = [&] { return Error(ErrorKind::kInvalidArgument, fmt::format("bad CPU list '{}'", list)); };
+  auto bad = [&] {
+    return Error(ErrorKind::kInvalidArgument, fmt::format("bad CPU list '{}'", list));
+  };
   for (std::string item; std::getline(in, item, ',');) {
     size_t dash = item.find('-');
     int lo = 0, hi = 0;

@@ -18,7 +18,8 @@ Endpoint ParseEndpoint(const std::string& text) {
   }
   Endpoint ep;
   ep.host = text.substr(0, colon);
-  if (ep.host.front() == '[' && ep.host.back() == ']') ep.host = ep.host.substr(1, ep.host.size() - 2);
+  if (ep.host.front() == '[' && ep.host.back() == ']')
+    ep.host = ep.host.substr(1, ep.host.size() - 2);
   unsigned long port = 0;
   try {
     size_t pos = 0;

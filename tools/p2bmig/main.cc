@@ -3,11 +3,10 @@
 // host's source and target, the demo that compares them with stock pre-copy,
 // and tools for streams.
 
-#include <malloc.h>
-#include <signal.h>
-
 #include <cstdio>
 
+#include <malloc.h>
+#include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 

@@ -40,12 +40,18 @@ uint64_t ParseSize(const std::string& text) {
     }
   }
   double mult = 1;
-  if (suffix.empty() || suffix == "b") mult = 1;
-  else if (suffix == "k") mult = 1024.0;
-  else if (suffix == "m") mult = 1024.0 * 1024;
-  else if (suffix == "g") mult = 1024.0 * 1024 * 1024;
-  else if (suffix == "t") mult = 1024.0 * 1024 * 1024 * 1024;
-  else throw Error(ErrorKind::kInvalidArgument, fmt::format("unknown size unit in '{}'", text));
+  if (suffix.empty() || suffix == "b")
+    mult = 1;
+  else if (suffix == "k")
+    mult = 1024.0;
+  else if (suffix == "m")
+    mult = 1024.0 * 1024;
+  else if (suffix == "g")
+    mult = 1024.0 * 1024 * 1024;
+  else if (suffix == "t")
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  else
+    throw Error(ErrorKind::kInvalidArgument, fmt::format("unknown size unit in '{}'", text));
   return static_cast<uint64_t>(v * mult);
 }
 
@@ -61,11 +67,16 @@ uint64_t ParseRate(const std::string& text) {
     }
   }
   double mult = 1;
-  if (suffix.empty()) mult = 1;
-  else if (suffix == "k") mult = 1e3;
-  else if (suffix == "m") mult = 1e6;
-  else if (suffix == "g") mult = 1e9;
-  else throw Error(ErrorKind::kInvalidArgument, fmt::format("unknown rate unit in '{}'", text));
+  if (suffix.empty())
+    mult = 1;
+  else if (suffix == "k")
+    mult = 1e3;
+  else if (suffix == "m")
+    mult = 1e6;
+  else if (suffix == "g")
+    mult = 1e9;
+  else
+    throw Error(ErrorKind::kInvalidArgument, fmt::format("unknown rate unit in '{}'", text));
   return static_cast<uint64_t>(v * mult);
 }
 
