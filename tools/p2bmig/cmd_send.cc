@@ -38,37 +38,41 @@ struct SendArgs {
   bool progress = false;
 };
 
-// A one-line progress display on stderr: round, pages, rate and ETA.
+// A one-line progress display on stderr: round, pages, link rate, and the
+// time left in this round at the round's own page rate.
 class ProgressLine {
  public:
   explicit ProgressLine(const ByteStream* link) : link_(link) {}
-  void Update(const SaveProgress& p) {
-    auto now = std::chrono::steady_clock::now();
-    if (now - last_ < std::chrono::milliseconds(250) && p.round_sent != p.round_pages) return;
-    double dt = std::chrono::duration<double>(now - start_).count();
-    double rate = dt > 0 ? static_cast<double>(link_->bytes_written()) / dt : 0;
-    double left = static_cast<double>(p.round_pages - p.round_sent);
-    double page_rate = dt > 0 ? static_cast<double>(pages_total_ + p.round_sent) / dt : 0;
-    if (p.round != round_) {
-      pages_total_ += last_round_sent_;
-      round_ = p.round;
-    }
-    last_round_sent_ = p.round_sent;
-    std::fprintf(stderr, "\r  round %d%s: %llu/%llu pages, %s/s on the link, ETA %.1f s   ",
-                 p.round, p.final_round ? " (paused)" : "",
-                 static_cast<unsigned long long>(p.round_sent),
-                 static_cast<unsigned long long>(p.round_pages), FormatBytes(rate).c_str(),
-                 page_rate > 0 ? left / page_rate : 0.0);
-    last_ = now;
-  }
   ~ProgressLine() { std::fprintf(stderr, "\n"); }
+
+  void Update(const SaveProgress& p) {
+    using Clock = std::chrono::steady_clock;
+    auto now = Clock::now();
+    if (p.round != round_) {
+      round_ = p.round;
+      round_start_ = now;
+    }
+    bool done = p.round_sent == p.round_pages;
+    if (now - last_ < std::chrono::milliseconds(250) && !done) return;
+    last_ = now;
+    double elapsed = std::chrono::duration<double>(now - start_).count();
+    double in_round = std::chrono::duration<double>(now - round_start_).count();
+    double link_rate = elapsed > 0 ? static_cast<double>(link_->bytes_written()) / elapsed : 0;
+    double page_rate = in_round > 0 ? static_cast<double>(p.round_sent) / in_round : 0;
+    double eta = page_rate > 0 ? static_cast<double>(p.round_pages - p.round_sent) / page_rate : 0;
+    std::fprintf(stderr, "\r  round %d%s: %llu/%llu pages, %s/s on the link, %.1f s left   ",
+                 p.round, p.final_round ? " (guest paused)" : "",
+                 static_cast<unsigned long long>(p.round_sent),
+                 static_cast<unsigned long long>(p.round_pages), FormatBytes(link_rate).c_str(),
+                 eta);
+  }
 
  private:
   const ByteStream* link_;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point round_start_ = start_;
   std::chrono::steady_clock::time_point last_{};
   int round_ = 0;
-  uint64_t pages_total_ = 0, last_round_sent_ = 0;
 };
 
 void RunSend(const SendArgs& a) {
@@ -132,10 +136,12 @@ void RunSend(const SendArgs& a) {
   if (a.json) {
     std::cout << SourceReportJson(report).dump() << std::endl;
   } else {
+    bool p2b = report.mode == sim::Mode::kP2bmig;
     std::cout << fmt::format(
         "sent {} in {} rounds: {} pages as data, {} as mappings, {} as zero pages\n",
         FormatBytes(static_cast<double>(report.link_bytes)), report.save.rounds,
-        report.filter.pages_data, report.filter.pages_mapped, report.filter.pages_zero);
+        p2b ? report.filter.pages_data : report.save.pages_sent, report.filter.pages_mapped,
+        report.filter.pages_zero);
   }
 }
 
