@@ -4,6 +4,8 @@
 // Target memory is compared byte for byte with the source's memory at the
 // final pause (invariant I1).
 
+#include <cstdio>
+
 #include <gtest/gtest.h>
 
 #include <p2bmig/block_store.h>
@@ -108,7 +110,7 @@ TEST(Migration, NoPageCacheIsNoWorseThanBaseline) {
 // late and out of order. Many seeds; each compares memory byte for byte.
 // Totals check that the dangerous cases really happened.
 TEST(MigrationStress, RandomizedWorkloadsAreExact) {
-  const int runs = 12;
+  const int runs = 20;
   uint64_t mapped = 0, superseded = 0, resent = 0, invalidated = 0;
   for (int i = 0; i < runs; ++i) {
     MigrationSetup s;
@@ -117,7 +119,7 @@ TEST(MigrationStress, RandomizedWorkloadsAreExact) {
     s.workload = "stress";
     s.seed = 1000 + static_cast<uint64_t>(i);
     s.fetch_delay_us = 3000;
-    s.rate_bps = 150'000'000;  // rounds long enough for the workload to race them
+    s.rate_bps = 100'000'000;  // rounds long enough for the workload to race them
     MigrationResult r = Migration(s).Run();
     ASSERT_EQ(r.differing_pages, 0u) << "seed " << s.seed;
     mapped += r.source.filter.pages_mapped;
@@ -128,6 +130,11 @@ TEST(MigrationStress, RandomizedWorkloadsAreExact) {
   EXPECT_GT(mapped, 0u);
   EXPECT_GT(superseded, 0u) << "no fetch ever lost to a newer record: the test is too tame";
   EXPECT_GT(invalidated, 0u) << "no sent mapping was ever invalidated: the test is too tame";
+  std::printf(
+      "stress: %d runs, %llu pages mapped, %llu fetches superseded, %llu mappings "
+      "invalidated, %llu pages re-sent at the end\n",
+      runs, static_cast<unsigned long long>(mapped), static_cast<unsigned long long>(superseded),
+      static_cast<unsigned long long>(invalidated), static_cast<unsigned long long>(resent));
   RecordProperty("pages_mapped", std::to_string(mapped));
   RecordProperty("fetches_superseded", std::to_string(superseded));
   RecordProperty("pages_resent", std::to_string(resent));
