@@ -1,0 +1,268 @@
+// Fetch queue vs raw libnfs on one NFS image: how close does the queue come
+// to what the server can do for the access pattern?
+//
+//   raw_rand_4k    libnfs nfs_pread_async, 4 KiB at random blocks, QD 32
+//   raw_seq_1m     libnfs nfs_pread_async, 1 MiB sequential, QD 4
+//   store_seq_1m_qd4  the libnfs BlockStore alone, as raw_seq_1m
+//   fq_random      FetchQueue over the libnfs store, the same random blocks
+//                  (a quarter of the image: near neighbours get coalesced)
+//   fq_random_gap0 the same with max_gap_blocks = 0 (only adjacent blocks
+//                  coalesce): the queue's own cost on random reads
+//   fq_runs        FetchQueue, runs of 8-256 adjacent blocks in random order
+//
+// Targets: fq_runs >= 90% of raw_seq_1m, fq_random >= 90% of raw_rand_4k.
+// Prints one JSON object per line (median of the repetitions, MB/s counts
+// the 4 KiB blocks asked for, 1 MB = 1e6 bytes).
+//
+// Usage: bench_fetch_queue URL [REPETITIONS]
+//   e.g. scripts/nfs-server.sh start /tmp/p2bmig-nfs-export
+//        head -c 256M /dev/urandom > /tmp/p2bmig-nfs-export/bench.img
+//        bench_fetch_queue
+//        'nfs://127.0.0.1/export/bench.img?version=3&nfsport=2049&mountport=20048'
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <nfsc/libnfs.h>
+#include <poll.h>
+
+#include <p2bmig/block_store.h>
+#include <p2bmig/fetch_queue.h>
+#include <p2bmig/types.h>
+
+#include "storage/nfs_block_store.h"
+
+namespace p2bmig {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Raw libnfs: one context, `qd` reads outstanding, offsets from a list.
+class RawNfs {
+ public:
+  explicit RawNfs(const std::string& url) {
+    nfs_ = nfs_init_context();
+    nfs_url* u = nfs_parse_url_full(nfs_, url.c_str());
+    if (u == nullptr) Die("bad URL");
+    if (nfs_mount(nfs_, u->server, u->path) != 0) Die("mount");
+    if (nfs_open(nfs_, u->file, O_RDONLY, &fh_) != 0) Die("open");
+    nfs_stat_64 st;
+    if (nfs_fstat64(nfs_, fh_, &st) != 0) Die("fstat");
+    size_ = st.nfs_size;
+    nfs_destroy_url(u);
+  }
+  ~RawNfs() {
+    nfs_close(nfs_, fh_);
+    nfs_destroy_context(nfs_);
+  }
+  uint64_t size() const { return size_; }
+
+  // Reads `len` bytes at each offset, `qd` at a time; returns seconds.
+  double Run(const std::vector<uint64_t>& offsets, size_t len, int qd) {
+    sink_.resize(len);
+    offsets_ = &offsets;
+    len_ = len;
+    next_ = 0;
+    outstanding_ = 0;
+    auto t0 = Clock::now();
+    for (int i = 0; i < qd; i++) Submit();
+    while (outstanding_ > 0) {
+      pollfd p{nfs_get_fd(nfs_), static_cast<short>(nfs_which_events(nfs_)), 0};
+      if (poll(&p, 1, 1000) < 0) Die("poll");
+      if (nfs_service(nfs_, p.revents) < 0) Die("nfs_service");
+    }
+    return Seconds(t0);
+  }
+
+ private:
+  void Submit() {
+    if (next_ >= offsets_->size()) return;
+    if (nfs_pread_async(nfs_, fh_, (*offsets_)[next_++], len_, &RawNfs::Done, this) != 0) {
+      Die("pread_async");
+    }
+    outstanding_++;
+  }
+  static void Done(int status, nfs_context*, void* data, void* priv) {
+    auto* self = static_cast<RawNfs*>(priv);
+    if (status < 0) self->Die(static_cast<const char*>(data));
+    std::memcpy(self->sink_.data(), data, static_cast<size_t>(status));  // as a consumer would
+    self->outstanding_--;
+    self->Submit();
+  }
+  [[noreturn]] void Die(const char* what) {
+    std::fprintf(stderr, "raw libnfs: %s: %s\n", what, nfs_get_error(nfs_));
+    std::exit(1);
+  }
+
+  nfs_context* nfs_ = nullptr;
+  nfsfh* fh_ = nullptr;
+  uint64_t size_ = 0;
+  const std::vector<uint64_t>* offsets_ = nullptr;
+  size_t len_ = 0;
+  size_t next_ = 0;
+  int outstanding_ = 0;
+  std::vector<uint8_t> sink_;
+};
+
+double FetchAll(BlockStore* store, const FetchOptions& options, const std::vector<uint64_t>& blocks,
+                FetchStats* stats) {
+  std::vector<uint8_t> sink(kPageSize);
+  auto t0 = Clock::now();
+  FetchQueue q(store, options);
+  for (uint64_t i = 0; i < blocks.size(); i++) q.Submit(i, BlockAddr{0, blocks[i]});
+  q.Drain([&sink](uint64_t, const uint8_t* data) { std::memcpy(sink.data(), data, kPageSize); });
+  double s = Seconds(t0);
+  *stats = q.stats();
+  return s;
+}
+
+// The store alone: `len` bytes at each offset, `qd` at a time.
+double StoreRun(BlockStore* store, const std::vector<uint64_t>& offsets, size_t len, size_t qd) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::unique_ptr<uint8_t[]>> bufs;
+  std::vector<uint8_t*> free_bufs;
+  for (size_t i = 0; i < qd; i++) {
+    bufs.emplace_back(new uint8_t[len]);
+    free_bufs.push_back(bufs.back().get());
+  }
+  auto t0 = Clock::now();
+  for (uint64_t off : offsets) {
+    uint8_t* buf;
+    {
+      std::unique_lock<std::mutex> l(mu);
+      cv.wait(l, [&] { return !free_bufs.empty(); });
+      buf = free_bufs.back();
+      free_bufs.pop_back();
+    }
+    store->ReadAsync(0, off, len, buf, [&, buf](std::exception_ptr e) {
+      if (e) std::abort();
+      std::lock_guard<std::mutex> l(mu);
+      free_bufs.push_back(buf);
+      cv.notify_all();
+    });
+  }
+  std::unique_lock<std::mutex> l(mu);
+  cv.wait(l, [&] { return free_bufs.size() == qd; });
+  return Seconds(t0);
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void Print(const char* name, size_t bytes, const std::vector<double>& secs, double ratio_to,
+           const FetchStats* stats) {
+  double mbs = bytes / Median(secs) / 1e6;
+  std::printf("{\"bench\":\"%s\",\"bytes\":%zu,\"seconds\":%.4f,\"mb_per_s\":%.1f", name, bytes,
+              Median(secs), mbs);
+  if (ratio_to > 0) std::printf(",\"ratio_to_raw\":%.3f", mbs / ratio_to);
+  if (stats != nullptr) {
+    std::printf(",\"reads\":%llu,\"bytes_read\":%llu",
+                static_cast<unsigned long long>(stats->reads),
+                static_cast<unsigned long long>(stats->bytes_read));
+  }
+  std::printf("}\n");
+  std::fflush(stdout);
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s NFS_URL [REPETITIONS]\n", argv[0]);
+    return 2;
+  }
+  std::string url = argv[1];
+  int reps = argc > 2 ? std::max(1, std::atoi(argv[2])) : 3;
+  RawNfs raw(url);
+  const uint64_t nblocks = raw.size() / kPageSize;
+  std::mt19937_64 rng(2024);
+
+  // Random: 16k distinct blocks in random order.
+  std::vector<uint64_t> random_blocks;
+  {
+    std::vector<uint64_t> all(nblocks);
+    for (uint64_t i = 0; i < nblocks; i++) all[i] = i;
+    std::shuffle(all.begin(), all.end(), rng);
+    random_blocks.assign(all.begin(), all.begin() + std::min<uint64_t>(16384, nblocks));
+  }
+  // Runs: cut the image into runs of 8-256 blocks, keep half of them, and
+  // shuffle the order of the runs (blocks within a run stay in order).
+  std::vector<uint64_t> run_blocks;
+  {
+    std::vector<std::pair<uint64_t, uint64_t>> runs;
+    for (uint64_t b = 0; b < nblocks;) {
+      uint64_t len = std::min<uint64_t>(8 + rng() % 249, nblocks - b);
+      if (rng() % 2 == 0) runs.push_back({b, len});
+      b += len;
+    }
+    std::shuffle(runs.begin(), runs.end(), rng);
+    for (auto [b, len] : runs) {
+      for (uint64_t i = 0; i < len; i++) run_blocks.push_back(b + i);
+    }
+  }
+  std::vector<uint64_t> random_offsets, seq_offsets;
+  for (uint64_t b : random_blocks) random_offsets.push_back(b * kPageSize);
+  for (uint64_t off = 0; off + (1u << 20) <= raw.size(); off += 1u << 20) {
+    seq_offsets.push_back(off);
+  }
+
+  // Knobs for tuning runs: FQ_INFLIGHT, FQ_INFLIGHT_KIB, FQ_GAP, FQ_READ_KIB, NFS_CONNECTIONS.
+  NfsStoreOptions nfs_options;
+  FetchOptions options;
+  if (const char* v = std::getenv("NFS_CONNECTIONS")) nfs_options.connections = std::atoi(v);
+  if (const char* v = std::getenv("FQ_INFLIGHT")) options.max_inflight_reads = std::atoi(v);
+  if (const char* v = std::getenv("FQ_INFLIGHT_KIB"))
+    options.max_inflight_bytes = std::atoi(v) << 10;
+  if (const char* v = std::getenv("FQ_GAP")) options.max_gap_blocks = std::atoi(v);
+  if (const char* v = std::getenv("FQ_READ_KIB")) options.max_read_bytes = std::atoi(v) << 10;
+  auto store = OpenNfsBlockStore({url}, nfs_options);
+  FetchOptions nogap = options;
+  nogap.max_gap_blocks = 0;
+  std::vector<double> t_store_seq, t_rand, t_seq, t_fq_rand, t_fq_rand0, t_fq_runs;
+  FetchStats s_rand, s_rand0, s_runs;
+  // Warm the server's cache once (every benchmark reads from memory there).
+  raw.Run(seq_offsets, 1u << 20, 4);
+  for (int r = 0; r < reps; r++) {
+    t_rand.push_back(raw.Run(random_offsets, kPageSize, 32));
+    t_seq.push_back(raw.Run(seq_offsets, 1u << 20, 4));
+    t_store_seq.push_back(StoreRun(store.get(), seq_offsets, 1u << 20, 4));
+    t_fq_rand.push_back(FetchAll(store.get(), options, random_blocks, &s_rand));
+    t_fq_rand0.push_back(FetchAll(store.get(), nogap, random_blocks, &s_rand0));
+    t_fq_runs.push_back(FetchAll(store.get(), options, run_blocks, &s_runs));
+  }
+  size_t rand_bytes = random_blocks.size() * kPageSize;
+  size_t seq_bytes = seq_offsets.size() << 20;
+  size_t runs_bytes = run_blocks.size() * kPageSize;
+  double raw_rand = rand_bytes / Median(t_rand) / 1e6;
+  double raw_seq = seq_bytes / Median(t_seq) / 1e6;
+  Print("raw_rand_4k_qd32", rand_bytes, t_rand, 0, nullptr);
+  Print("raw_seq_1m_qd4", seq_bytes, t_seq, 0, nullptr);
+  Print("store_seq_1m_qd4", seq_bytes, t_store_seq, raw_seq, nullptr);
+  Print("fq_random", rand_bytes, t_fq_rand, raw_rand, &s_rand);
+  Print("fq_random_gap0", rand_bytes, t_fq_rand0, raw_rand, &s_rand0);
+  Print("fq_runs", runs_bytes, t_fq_runs, raw_seq, &s_runs);
+  return 0;
+}
+
+}  // namespace
+}  // namespace p2bmig
+
+int main(int argc, char** argv) { return p2bmig::Main(argc, argv); }
