@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh p2bmig
-export_dir=${P2BMIG_EXPORT_DIR:-/srv/p2bmig/export}
+export_dir=${P2BMIG_EXPORT_DIR:-/tmp/p2bmig-nfs-export}
 mkdir -p "$export_dir"
 if [ "${P2BMIG_STORE:-nfs}" = nfs ]; then
   url="$(bash scripts/nfs-server.sh start "$export_dir")?version=3&nfsport=2049&mountport=20048"
