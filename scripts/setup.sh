@@ -11,6 +11,7 @@ PKGS=(
   libxen-dev libnfs-dev libnfs-utils
   nfs-ganesha nfs-ganesha-vfs rpcbind
   iproute2 procps
+  clang libclang-rt-14-dev  # scripts/fuzz.sh: clang's libFuzzer and sanitizer runtimes
 )
 
 missing=()

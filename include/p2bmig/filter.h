@@ -13,7 +13,9 @@
 //     from the paused guest, every page whose newest record is a mapping
 //     invalidated since (invariants I3, I4);
 //   * after a VERIFY record everything passes unchanged, so that the stock
-//     restore's verify pass compares real memory.
+//     restore's verify pass compares real memory;
+//   * with FetchCredits, it holds back mappings while the target has more
+//     than max_unfetched_mappings of them still to fetch (flow control).
 //
 // Thread safety: WriteHeaders/WriteRecord from one thread; the p2b map's
 // removal listener (installed by the constructor, removed by the destructor)
@@ -35,6 +37,20 @@ namespace p2bmig {
 struct FilterOptions {
   bool send_mappings = true;  // false: pass-through except zero pages
   bool elide_zero_pages = true;
+  // With FetchCredits: at most this many mappings may be sent that the
+  // target has not fetched yet (0: no limit). Bounds the fetch work left for
+  // the downtime when shared storage is slower than the link.
+  uint64_t max_unfetched_mappings = 1024;
+};
+
+// The target's report of how many of the mappings sent so far it has
+// fetched (or dropped as superseded), carried back on the migration link.
+class FetchCredits {
+ public:
+  virtual ~FetchCredits() = default;
+  // Blocks until the target has fetched at least `n` mappings, or the link
+  // has failed (the next write then reports the failure).
+  virtual void WaitForFetched(uint64_t n) = 0;
 };
 
 struct FilterStats {
@@ -45,12 +61,15 @@ struct FilterStats {
   uint64_t pages_resent = 0;          // pages re-sent at the end (I3)
   uint64_t mappings_invalidated = 0;  // sent mappings whose entry was removed later
   double final_pass_s = 0;  // time of the final pass (drain, flush, re-sends): in the downtime
+  double credit_wait_s = 0;  // time spent waiting for the target's fetches (guest running)
 };
 
 class Filter : public RecordSink {
  public:
-  // REQUIRES: all pointers outlive the filter.
-  Filter(P2bMap* map, Domain* domain, IoTap* tap, RecordSink* out, FilterOptions options = {});
+  // REQUIRES: all pointers outlive the filter. `credits` may be null (no
+  // back channel, e.g. a stream saved to a file).
+  Filter(P2bMap* map, Domain* domain, IoTap* tap, RecordSink* out, FilterOptions options = {},
+         FetchCredits* credits = nullptr);
   ~Filter() override;
 
   void WriteHeaders(const ImageHeader& image, const DomainHeader& domain) override;

@@ -53,6 +53,15 @@ class Resolver : public RecordSink {
   void WriteHeaders(const ImageHeader& image, const DomainHeader& domain) override;
   void WriteRecord(const Record& record) override;
 
+  // Passes on fetches completed so far without waiting for a record; call it
+  // while the stream is idle.
+  void Progress();
+
+  // Mappings received so far whose fetch is finished (passed on, dropped as
+  // superseded, or set aside as mismatched): what the target reports to the
+  // source as its fetch credits.
+  uint64_t mappings_fetched() const;
+
   ResolverStats stats() const;
 
  private:

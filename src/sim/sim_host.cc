@@ -3,6 +3,7 @@
 #include <p2bmig/block_store.h>
 #include <p2bmig/stream.h>
 
+#include "sim/fetch_credits.h"
 #include "sim/sim_restore.h"
 
 namespace p2bmig::sim {
@@ -49,9 +50,12 @@ SourceReport SourceHost::Migrate(ByteStream* link,
 
   StreamWriter writer(link);
   std::unique_ptr<Filter> filter;
+  std::unique_ptr<CreditReceiver> credits;
   RecordSink* sink = &writer;
   if (options_.mode == Mode::kP2bmig) {
-    filter = std::make_unique<Filter>(map_.get(), domain, guest_.get(), &writer);
+    if (options_.flow_control) credits = std::make_unique<CreditReceiver>(link);
+    filter = std::make_unique<Filter>(map_.get(), domain, guest_.get(), &writer, options_.filter,
+                                      credits.get());
     sink = filter.get();
   }
   SaveLoop loop(domain, sink, options_.save);
@@ -65,8 +69,12 @@ SourceReport SourceHost::Migrate(ByteStream* link,
     // SaveLoop resumed the guest if it had paused it; keep it running.
     guest_->Resume();
     workload_->Stop();
+    if (credits) credits->Abandon();
     throw;
   }
+  // The target closes the link once it has the whole guest; the credits
+  // reader ends there, and so do we.
+  if (credits) credits->WaitForEnd();
   // The guest stays paused: its memory is what the target now holds. Its
   // workload threads are parked on the pause and leave without running.
   guest_->Halt();
@@ -92,9 +100,8 @@ TargetReport TargetHost::Receive(ByteStream* link) {
   report.store = store->Describe();
   SimRestore restore(memory_.get());
   Resolver resolver(store, &restore, options_.resolver);
-  StreamReader reader(link, options_.resolver.limits);
   uint64_t bytes_before = link->bytes_read();
-  Pump(&reader, &resolver);
+  ReceiveWithCredits(link, options_.resolver.limits, &resolver, options_.send_credits);
   if (!restore.complete()) {
     throw Error(ErrorKind::kMalformedStream, "stream ended before its END record");
   }

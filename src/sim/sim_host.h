@@ -36,6 +36,10 @@ struct SourceOptions {
   uint64_t seed = 1;
   Mode mode = Mode::kP2bmig;
   SaveOptions save;
+  FilterOptions filter;
+  // Read the target's fetch credits from the link (flow control). Only for
+  // links that carry them back (a connection, not a file).
+  bool flow_control = true;
   // Optional: wraps the guest before the migration sees it (fault injection).
   std::function<std::unique_ptr<Domain>(Domain*)> wrap_domain;
 };
@@ -80,6 +84,8 @@ struct TargetOptions {
   std::string memory_path;         // empty: anonymous
   std::vector<std::string> disks;  // the target's own image locations
   ResolverOptions resolver;        // nr_pfns is filled in from memory_pages
+  // Report fetch progress to the source on the link (a connection only).
+  bool send_credits = true;
   // Optional: wraps the store (fault injection, delays in tests).
   std::function<std::unique_ptr<BlockStore>(BlockStore*)> wrap_store;
 };

@@ -16,7 +16,9 @@ struct Filter::Impl {
   IoTap* tap;
   RecordSink* out;
   FilterOptions options;
+  FetchCredits* credits;
   FilterStats stats;
+  uint64_t mappings_sent = 0;
 
   bool verify_mode = false;  // after VERIFY: pass everything unchanged
   bool final_pass_done = false;
@@ -55,13 +57,15 @@ struct Filter::Impl {
   void SendFinalResends();
 };
 
-Filter::Filter(P2bMap* map, Domain* domain, IoTap* tap, RecordSink* out, FilterOptions options)
+Filter::Filter(P2bMap* map, Domain* domain, IoTap* tap, RecordSink* out, FilterOptions options,
+               FetchCredits* credits)
     : impl_(std::make_unique<Impl>()) {
   impl_->map = map;
   impl_->domain = domain;
   impl_->tap = tap;
   impl_->out = out;
   impl_->options = options;
+  impl_->credits = credits;
   impl_->nr_pfns = domain->nr_pfns();
   impl_->mapped_gen = std::make_unique<std::atomic<uint64_t>[]>(impl_->nr_pfns);
   for (uint64_t i = 0; i < impl_->nr_pfns; ++i) impl_->mapped_gen[i].store(0);
@@ -141,7 +145,19 @@ void Filter::Impl::FilterPageData(const Record& record) {
     stats.pages_data += data.count();
     out->WriteRecord(data.Finish());
   }
-  if (!mappings.empty()) out->WriteRecord(MakePageMappings(mappings));
+  if (!mappings.empty()) {
+    // Flow control: the guest keeps running while we wait, so fetch work
+    // done now is not done during the downtime.
+    uint64_t limit = options.max_unfetched_mappings;
+    if (credits != nullptr && limit != 0 && mappings_sent + mappings.size() > limit) {
+      auto t0 = std::chrono::steady_clock::now();
+      credits->WaitForFetched(mappings_sent + mappings.size() - limit);
+      stats.credit_wait_s +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    mappings_sent += mappings.size();
+    out->WriteRecord(MakePageMappings(mappings));
+  }
   if (!zeros.empty()) out->WriteRecord(MakeZeroPages(zeros));
 }
 

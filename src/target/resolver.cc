@@ -172,8 +172,11 @@ struct Resolver::Impl {
       Supersede(ref.pfn);
       builder.Add(ref.pfn, ref.type, kZero.data());
       ++stats.pages_zero;
+      // A full batch of zero pages (max_batch_pages, 4096) would make a
+      // PAGE_DATA longer than a reader's max_record_length (16 MiB).
+      if (builder.count() >= kOutBatch) out->WriteRecord(builder.Finish());
     }
-    out->WriteRecord(builder.Finish());
+    if (!builder.empty()) out->WriteRecord(builder.Finish());
   }
 
   void OnPageData(const Record& record) {
@@ -228,6 +231,13 @@ void Resolver::WriteRecord(const Record& record) {
       break;
   }
   s.out->WriteRecord(record);
+}
+
+void Resolver::Progress() { impl_->Poll(); }
+
+uint64_t Resolver::mappings_fetched() const {
+  const ResolverStats& s = impl_->stats;
+  return s.fetches_applied + s.fetches_superseded + s.hash_mismatches;
 }
 
 ResolverStats Resolver::stats() const {

@@ -39,6 +39,7 @@ class XenStreamCheck : public ::testing::Test {
     so.guest.disk_paths = {image_};
     so.workload = "fileserver";
     so.mode = mode;
+    so.flow_control = false;  // a file carries no credits back
     auto host = std::make_unique<sim::SourceHost>(so);
     host->WarmUp();
     std::unique_ptr<ByteStream> out = OpenFileForWrite(file);

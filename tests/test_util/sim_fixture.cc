@@ -100,13 +100,16 @@ MigrationResult RunMigration(sim::SourceHost* source, sim::TargetHost* target, u
   }
   MigrationResult result;
   std::exception_ptr target_error;
-  std::thread t([&, dst = dst_end.get()] {
+  // The target end is closed when the target is done, as a process exiting
+  // would: a source still writing then fails instead of blocking.
+  std::thread t([&, dst = std::move(dst_end)]() mutable {
     try {
-      result.target = target->Receive(dst);
+      result.target = target->Receive(dst.get());
     } catch (...) {
       target_error = std::current_exception();
     }
     dst->CloseWrite();
+    dst.reset();
   });
   std::exception_ptr source_error;
   try {

@@ -41,6 +41,7 @@ void RunReceive(const ReceiveArgs& a) {
   opt.memory_pages = ParseSize(a.memory) / kPageSize;
   opt.memory_path = a.memory_file;
   opt.disks = a.disks;
+  opt.send_credits = !a.listen.empty();
   try {
     sim::TargetHost host(opt);
     std::unique_ptr<ByteStream> link;

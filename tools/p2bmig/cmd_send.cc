@@ -35,6 +35,7 @@ struct SendArgs {
   double connect_wait_s = 10;
   bool json = false;
   std::string cpus;
+  uint64_t max_unfetched = FilterOptions{}.max_unfetched_mappings;
   bool progress = false;
 };
 
@@ -94,6 +95,8 @@ void RunSend(const SendArgs& a) {
   else
     throw Error(ErrorKind::kInvalidArgument, "--mode is baseline or p2bmig");
   uint64_t rate = ParseRate(a.rate);
+  opt.flow_control = !a.to.empty();  // a file carries no credits back
+  opt.filter.max_unfetched_mappings = a.max_unfetched;
   sim::GetWorkload(a.workload);  // fail early on a bad name
 
   sim::SourceHost host(opt);
@@ -172,6 +175,10 @@ void AddSendCommand(CLI::App& app) {
                   "Seconds to keep trying to reach the receiver")
       ->capture_default_str();
   cmd->add_option("--cpus", args->cpus, "Run on these CPUs only (e.g. 0 or 0-1)");
+  cmd->add_option("--max-unfetched", args->max_unfetched,
+                  "Hold back mappings while the target has more than this many left to fetch "
+                  "(0: no limit)")
+      ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
   cmd->add_flag("--progress", args->progress, "Show a progress line on stderr");
   cmd->callback([args] { RunSend(*args); });

@@ -1,0 +1,149 @@
+#include "sim/fetch_credits.h"
+
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <optional>
+
+#include <p2bmig/stream.h>
+
+namespace p2bmig::sim {
+namespace {
+
+constexpr auto kIdleTick = std::chrono::milliseconds(2);
+constexpr size_t kMaxQueuedRecords = 64;
+
+}  // namespace
+
+CreditReceiver::CreditReceiver(ByteStream* link) : link_(link) {
+  reader_ = std::thread([this] {
+    for (;;) {
+      uint8_t buf[8];
+      try {
+        link_->ReadExact(buf, sizeof(buf));
+      } catch (const std::exception&) {
+        break;  // closed or failed: the stream's own writes report failures
+      }
+      uint64_t v;
+      std::memcpy(&v, buf, sizeof(v));
+      std::lock_guard lock(mu_);
+      fetched_ = std::max(fetched_, v);
+      cv_.notify_all();
+    }
+    std::lock_guard lock(mu_);
+    ended_ = true;
+    cv_.notify_all();
+  });
+}
+
+CreditReceiver::~CreditReceiver() {
+  if (reader_.joinable()) reader_.join();
+}
+
+void CreditReceiver::WaitForFetched(uint64_t n) {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return fetched_ >= n || ended_; });
+}
+
+void CreditReceiver::WaitForEnd() {
+  if (reader_.joinable()) reader_.join();
+}
+
+void CreditReceiver::Abandon() {
+  try {
+    link_->CloseWrite();
+  } catch (const std::exception&) {
+  }
+  WaitForEnd();
+}
+
+void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* resolver,
+                        bool send_credits) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Record> queue;
+  bool done = false;  // the reader has stopped (after END or an error)
+  std::exception_ptr error;
+  ImageHeader image;
+  DomainHeader domain;
+  StreamReader reader(link, limits);
+  reader.ReadHeaders(&image, &domain);
+  resolver->WriteHeaders(image, domain);
+
+  std::thread thread([&] {
+    try {
+      for (;;) {
+        Record r;
+        reader.ReadRecord(&r);
+        bool end = r.type == rec::kEnd;
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return queue.size() < kMaxQueuedRecords || done; });
+        if (done) return;  // the consumer gave up
+        queue.push_back(std::move(r));
+        cv.notify_all();
+        if (end) break;
+      }
+    } catch (...) {
+      std::lock_guard lock(mu);
+      error = std::current_exception();
+    }
+    std::lock_guard lock(mu);
+    done = true;
+    cv.notify_all();
+  });
+
+  uint64_t credited = 0;
+  bool p2b = false;  // credits only go to a source that sends mappings
+  auto consume = [&]() {
+    for (;;) {
+      std::optional<Record> r;
+      {
+        std::unique_lock lock(mu);
+        cv.wait_for(lock, kIdleTick, [&] { return !queue.empty() || done; });
+        if (!queue.empty()) {
+          r = std::move(queue.front());
+          queue.pop_front();
+          cv.notify_all();
+        } else if (done) {
+          if (error) std::rethrow_exception(error);
+          return;
+        }
+      }
+      if (r) {
+        p2b = p2b || r->type == rec::kP2bDisks;
+        resolver->WriteRecord(*r);
+        if (r->type == rec::kEnd) return;
+      } else {
+        resolver->Progress();
+      }
+      uint64_t fetched = resolver->mappings_fetched();
+      if (send_credits && p2b && fetched != credited) {
+        uint8_t buf[8];
+        std::memcpy(buf, &fetched, sizeof(buf));
+        link->WriteAll(buf, sizeof(buf));
+        credited = fetched;
+      }
+    }
+  };
+  try {
+    consume();
+  } catch (...) {
+    {
+      std::lock_guard lock(mu);
+      done = true;
+      cv.notify_all();
+    }
+    // The reader may be blocked on the link: closing our side makes the
+    // source fail and close, which ends the read.
+    try {
+      link->CloseWrite();
+    } catch (const std::exception&) {
+    }
+    thread.join();
+    throw;
+  }
+  thread.join();
+}
+
+}  // namespace p2bmig::sim
