@@ -60,7 +60,7 @@ struct FilterStats {
   uint64_t pages_zero = 0;            // pages sent as zero pages
   uint64_t pages_resent = 0;          // pages re-sent at the end (I3)
   uint64_t mappings_invalidated = 0;  // sent mappings whose entry was removed later
-  double final_pass_s = 0;  // time of the final pass (drain, flush, re-sends): in the downtime
+  double final_pass_s = 0;   // time of the final pass (drain, flush, re-sends): in the downtime
   double credit_wait_s = 0;  // time spent waiting for the target's fetches (guest running)
 };
 

@@ -61,11 +61,10 @@ class ProgressLine {
     double link_rate = elapsed > 0 ? static_cast<double>(link_->bytes_written()) / elapsed : 0;
     double page_rate = in_round > 0 ? static_cast<double>(p.round_sent) / in_round : 0;
     double eta = page_rate > 0 ? static_cast<double>(p.round_pages - p.round_sent) / page_rate : 0;
-    std::fprintf(stderr, "\r  round %d%s: %llu/%llu pages, %s/s on the link, %.1f s left   ",
-                 p.round, p.final_round ? " (guest paused)" : "",
-                 static_cast<unsigned long long>(p.round_sent),
-                 static_cast<unsigned long long>(p.round_pages), FormatBytes(link_rate).c_str(),
-                 eta);
+    std::fprintf(
+        stderr, "\r  round %d%s: %llu/%llu pages, %s/s on the link, %.1f s left   ", p.round,
+        p.final_round ? " (guest paused)" : "", static_cast<unsigned long long>(p.round_sent),
+        static_cast<unsigned long long>(p.round_pages), FormatBytes(link_rate).c_str(), eta);
   }
 
  private:
