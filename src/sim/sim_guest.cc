@@ -189,25 +189,16 @@ void SimGuest::ScribbleCache(uint32_t nr_pages, Rng& rng) {
 
 void SimGuest::RawRead(uint32_t disk, uint64_t sector, uint32_t nr_sectors, uint32_t page_sect,
                        Rng& rng) {
-  Step step(this);
-  std::lock_guard lock(mu_);
-  uint64_t disk_sectors = disks_[disk].size / kSectorSize;
-  if (nr_sectors == 0 || page_sect + nr_sectors > kSectorsPerPage ||
-      sector + nr_sectors > disk_sectors) {
-    return;
-  }
-  Pfn p = buffers_[rng.Below(buffers_.size())];
-  DiskIo(IoOp::kRead, disk, sector * kSectorSize,
-         {{memory_.page(p) + page_sect * kSectorSize, nr_sectors * kSectorSize}});
-  memory_.MarkDirty(p);
-  IoSegment seg{p, static_cast<uint8_t>(page_sect),
-                static_cast<uint8_t>(page_sect + nr_sectors - 1), 0};
-  if (seg.full_page()) seg.hash = PageHash(memory_.page(p));
-  Report(IoEvent{IoOp::kRead, disk, sector, {seg}});
+  RawIo(IoOp::kRead, disk, sector, nr_sectors, page_sect, rng);
 }
 
 void SimGuest::RawWrite(uint32_t disk, uint64_t sector, uint32_t nr_sectors, uint32_t page_sect,
                         Rng& rng) {
+  RawIo(IoOp::kWrite, disk, sector, nr_sectors, page_sect, rng);
+}
+
+void SimGuest::RawIo(IoOp op, uint32_t disk, uint64_t sector, uint32_t nr_sectors,
+                     uint32_t page_sect, Rng& rng) {
   Step step(this);
   std::lock_guard lock(mu_);
   uint64_t disk_sectors = disks_[disk].size / kSectorSize;
@@ -216,13 +207,14 @@ void SimGuest::RawWrite(uint32_t disk, uint64_t sector, uint32_t nr_sectors, uin
     return;
   }
   Pfn p = buffers_[rng.Below(buffers_.size())];
-  WritePage(p, DrawFileContent(rng), rng);
-  DiskIo(IoOp::kWrite, disk, sector * kSectorSize,
+  if (op == IoOp::kWrite) WritePage(p, DrawFileContent(rng), rng);  // fresh data to write
+  DiskIo(op, disk, sector * kSectorSize,
          {{memory_.page(p) + page_sect * kSectorSize, nr_sectors * kSectorSize}});
+  if (op == IoOp::kRead) memory_.MarkDirty(p);  // the backend wrote guest memory
   IoSegment seg{p, static_cast<uint8_t>(page_sect),
                 static_cast<uint8_t>(page_sect + nr_sectors - 1), 0};
   if (seg.full_page()) seg.hash = PageHash(memory_.page(p));
-  Report(IoEvent{IoOp::kWrite, disk, sector, {seg}});
+  Report(IoEvent{op, disk, sector, {seg}});
 }
 
 void SimGuest::ReclaimCache(uint32_t nr_pages, Rng& rng) {

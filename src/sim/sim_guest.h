@@ -129,6 +129,9 @@ class SimGuest : public Domain, public IoTap {
   void ReadBlocksLocked(uint32_t disk, uint64_t first_block, const std::vector<Pfn>& pfns);
   // REQUIRES: mu_ held. Writes cache pages (contiguous blocks) to the disk.
   void WriteBackLocked(const std::vector<Pfn>& pfns);
+  // A raw request through a buffer page (RawRead, RawWrite).
+  void RawIo(IoOp op, uint32_t disk, uint64_t sector, uint32_t nr_sectors, uint32_t page_sect,
+             Rng& rng);
   void Report(const IoEvent& event);  // REQUIRES: mu_ held
   void DiskIo(IoOp op, uint32_t disk, uint64_t offset, const std::vector<iovec>& iov);
   // Writes new content into a page and marks it dirty.
