@@ -8,7 +8,7 @@
 #        P2BMIG_STORE=dir scripts/demo.sh            to use a plain shared directory
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh p2bmig
+bash scripts/build.sh p2bmig >&2  # stdout is the demo's (--json)
 export_dir=${P2BMIG_EXPORT_DIR:-/tmp/p2bmig-nfs-export}
 mkdir -p "$export_dir"
 if [ "${P2BMIG_STORE:-nfs}" = nfs ]; then
