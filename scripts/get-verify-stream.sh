@@ -21,7 +21,9 @@ mkdir -p "$cache"
 tmp="$(mktemp -d "$cache/.tmp.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 
-if ! (cd "$tmp" && apt-get download -q xen-utils-4.17 >"$tmp/log" 2>&1); then
+# A machine whose package lists were never fetched knows no such package yet.
+if ! (cd "$tmp" && apt-get download -q xen-utils-4.17 >"$tmp/log" 2>&1) &&
+   ! (apt-get update -qq >>"$tmp/log" 2>&1 && cd "$tmp" && apt-get download -q xen-utils-4.17 >>"$tmp/log" 2>&1); then
   cat "$tmp/log" >&2
   echo "get-verify-stream: apt-get download xen-utils-4.17 failed" >&2
   exit 1
