@@ -69,6 +69,9 @@ inline constexpr uint32_t kX86MsrPolicy = 0x00000012;
 inline constexpr uint32_t kP2bDisks = 0x7FFF0000;
 inline constexpr uint32_t kP2bPageMappings = 0x7FFF0001;
 inline constexpr uint32_t kP2bZeroPages = 0x7FFF0002;
+// Optional (bit 31 set): the source reads fetch credits on the connection's
+// reverse direction. Body: {uint32 max_unfetched_mappings; uint32 reserved}.
+inline constexpr uint32_t kP2bFetchCredits = 0xFFFF0003;
 
 inline constexpr uint32_t kOptionalBit = 0x80000000;
 }  // namespace rec

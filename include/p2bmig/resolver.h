@@ -62,6 +62,10 @@ class Resolver : public RecordSink {
   // source as its fetch credits.
   uint64_t mappings_fetched() const;
 
+  // True once the source has asked for fetch credits (P2B_FETCH_CREDITS):
+  // only then may they be sent, since only then are they read.
+  bool credits_wanted() const;
+
   ResolverStats stats() const;
 
  private:

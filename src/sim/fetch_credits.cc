@@ -94,7 +94,6 @@ void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* 
   });
 
   uint64_t credited = 0;
-  bool p2b = false;  // credits only go to a source that sends mappings
   auto consume = [&]() {
     for (;;) {
       std::optional<Record> r;
@@ -111,14 +110,15 @@ void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* 
         }
       }
       if (r) {
-        p2b = p2b || r->type == rec::kP2bDisks;
         resolver->WriteRecord(*r);
         if (r->type == rec::kEnd) return;
       } else {
         resolver->Progress();
       }
       uint64_t fetched = resolver->mappings_fetched();
-      if (send_credits && p2b && fetched != credited) {
+      // Only a source that asked reads them: to any other, credits would
+      // fill the connection's buffer and block us.
+      if (send_credits && resolver->credits_wanted() && fetched != credited) {
         uint8_t buf[8];
         std::memcpy(buf, &fetched, sizeof(buf));
         link->WriteAll(buf, sizeof(buf));

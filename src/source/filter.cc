@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -79,6 +80,15 @@ void Filter::WriteHeaders(const ImageHeader& image, const DomainHeader& domain) 
   impl_->out->WriteHeaders(image, domain);
   std::vector<uint64_t> sizes = impl_->domain->DiskSizes();
   impl_->out->WriteRecord(MakeP2bDisks(sizes));
+  if (impl_->credits != nullptr) {
+    // Ask the target for fetch credits; a target that does not know the
+    // record may skip it (it is optional) and the filter then never waits.
+    Record ask{rec::kP2bFetchCredits, std::vector<uint8_t>(8, 0)};
+    auto limit = static_cast<uint32_t>(
+        std::min<uint64_t>(impl_->options.max_unfetched_mappings, UINT32_MAX));
+    std::memcpy(ask.body.data(), &limit, sizeof(limit));
+    impl_->out->WriteRecord(ask);
+  }
 }
 
 void Filter::WriteRecord(const Record& record) {

@@ -132,6 +132,8 @@ std::string RecordTypeName(uint32_t type) {
       return "P2B_PAGE_MAPPINGS";
     case rec::kP2bZeroPages:
       return "P2B_ZERO_PAGES";
+    case rec::kP2bFetchCredits:
+      return "P2B_FETCH_CREDITS";
     default:
       return fmt::format("UNKNOWN_{:#010x}", type);
   }

@@ -18,6 +18,7 @@ struct PendingMapping {
   uint32_t type = 0;
   BlockAddr addr;
   uint64_t hash = 0;
+  bool reread = false;  // this fetch is already the second read
 };
 
 }  // namespace
@@ -32,6 +33,7 @@ struct Resolver::Impl {
   FetchQueue queue;
   ResolverStats stats;
   bool disks_checked = false;
+  bool credits_wanted = false;
   uint64_t next_tag = 1;
 
   // Every fetch in flight, by tag.
@@ -72,6 +74,15 @@ struct Resolver::Impl {
     newest_tag.erase(cur);
     if (PageHash(data) != m.hash) {
       ++stats.hash_mismatches;
+      if (!m.reread) {
+        // The read may have raced the source's write of the block (or have
+        // joined a read that started before it): read it once more now,
+        // rather than in the downtime.
+        PendingMapping again = m;
+        again.reread = true;
+        Submit(again);
+        return;
+      }
       mismatched[m.pfn] = m;
       return;
     }
@@ -213,6 +224,9 @@ void Resolver::WriteRecord(const Record& record) {
     case rec::kP2bZeroPages:
       s.OnZeroPages(record);
       return;
+    case rec::kP2bFetchCredits:
+      s.credits_wanted = true;  // ours alone: not passed on
+      return;
     case rec::kPageData:
       s.OnPageData(record);
       return;
@@ -239,6 +253,8 @@ uint64_t Resolver::mappings_fetched() const {
   const ResolverStats& s = impl_->stats;
   return s.fetches_applied + s.fetches_superseded + s.hash_mismatches;
 }
+
+bool Resolver::credits_wanted() const { return impl_->credits_wanted; }
 
 ResolverStats Resolver::stats() const {
   ResolverStats st = impl_->stats;
