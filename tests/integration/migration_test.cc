@@ -24,6 +24,7 @@ struct MigrationSetup {
   sim::Mode mode = sim::Mode::kP2bmig;
   uint64_t seed = 1;
   uint32_t fetch_delay_us = 0;
+  uint32_t fetch_min_delay_us = 0;
   uint64_t rate_bps = 0;
   bool flow_control = true;
 };
@@ -48,7 +49,8 @@ class Migration {
     to.disks = {image_};
     if (s.fetch_delay_us > 0) {
       to.wrap_store = [&s](BlockStore* store) -> std::unique_ptr<BlockStore> {
-        return std::make_unique<DelayedStore>(store, s.seed, s.fetch_delay_us);
+        return std::make_unique<DelayedStore>(store, s.seed, s.fetch_delay_us,
+                                              s.fetch_min_delay_us);
       };
     }
     target_ = std::make_unique<sim::TargetHost>(to);
@@ -121,9 +123,12 @@ TEST(MigrationStress, RandomizedWorkloadsAreExact) {
     s.workload = "stress";
     s.seed = 1000 + static_cast<uint64_t>(i);
     // Half the runs as shipped (flow control on); half without it and with
-    // slower storage, so that fetches finish after newer records.
+    // storage so slow (every read takes 0.4-0.8 s) that fetches of one round
+    // finish after the next round has sent newer records for their pages,
+    // however fast or slow this machine is.
     s.flow_control = i % 2 == 0;
-    s.fetch_delay_us = s.flow_control ? 3000 : 20000;
+    s.fetch_delay_us = s.flow_control ? 3000 : 800'000;
+    s.fetch_min_delay_us = s.flow_control ? 0 : 400'000;
     s.rate_bps = 100'000'000;  // rounds long enough for the workload to race them
     MigrationResult r = Migration(s).Run();
     ASSERT_EQ(r.differing_pages, 0u) << "seed " << s.seed;

@@ -38,8 +38,12 @@ std::pair<std::unique_ptr<ByteStream>, std::unique_ptr<ByteStream>> StreamPair()
           NewFdByteStream(fds[1], true, "socketpair target end")};
 }
 
-DelayedStore::DelayedStore(BlockStore* target, uint64_t seed, uint32_t max_delay_us)
-    : BlockStoreWrapper(target), rng_(seed), max_delay_us_(max_delay_us) {
+DelayedStore::DelayedStore(BlockStore* target, uint64_t seed, uint32_t max_delay_us,
+                           uint32_t min_delay_us)
+    : BlockStoreWrapper(target),
+      rng_(seed),
+      max_delay_us_(max_delay_us),
+      min_delay_us_(std::min(min_delay_us, max_delay_us)) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -62,7 +66,8 @@ void DelayedStore::ReadAsync(uint32_t disk, uint64_t offset, size_t len, uint8_t
   target()->ReadAsync(disk, offset, len, buf, [this, done = std::move(done)](std::exception_ptr e) {
     std::lock_guard lock(mu_);
     auto due =
-        std::chrono::steady_clock::now() + std::chrono::microseconds(rng_.Below(max_delay_us_ + 1));
+        std::chrono::steady_clock::now() +
+        std::chrono::microseconds(min_delay_us_ + rng_.Below(max_delay_us_ - min_delay_us_ + 1));
     items_.push(Item{due, seq_++, e, done});
     cv_.notify_all();
   });

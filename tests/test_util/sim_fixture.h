@@ -40,11 +40,12 @@ class TempDir {
 // Two ends of a socketpair as ByteStreams.
 std::pair<std::unique_ptr<ByteStream>, std::unique_ptr<ByteStream>> StreamPair();
 
-// Completes each read after a random delay of up to `max_delay_us`, from its
-// own thread, so that completions come late and out of order.
+// Completes each read after a random delay between `min_delay_us` and
+// `max_delay_us`, from its own thread, so that completions come late and out
+// of order.
 class DelayedStore : public BlockStoreWrapper {
  public:
-  DelayedStore(BlockStore* target, uint64_t seed, uint32_t max_delay_us);
+  DelayedStore(BlockStore* target, uint64_t seed, uint32_t max_delay_us, uint32_t min_delay_us = 0);
   ~DelayedStore() override;
   void ReadAsync(uint32_t disk, uint64_t offset, size_t len, uint8_t* buf, ReadDone done) override;
 
@@ -60,6 +61,7 @@ class DelayedStore : public BlockStoreWrapper {
 
   sim::Rng rng_;
   uint32_t max_delay_us_;
+  uint32_t min_delay_us_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::priority_queue<Item, std::vector<Item>, std::greater<>> items_;
