@@ -49,16 +49,27 @@ class ByteStream {
   uint64_t bytes_written_ = 0;
 };
 
-// Forwards every call to another stream; subclasses override what they want
-// to change (fault injection in tests, byte counting, rate limiting).
+// Forwards every call to another stream, counting the bytes that pass
+// through it; subclasses override what they want to change (fault injection
+// in tests, rate limiting).
 class ByteStreamWrapper : public ByteStream {
  public:
   explicit ByteStreamWrapper(ByteStream* target) : target_(target) {}
   ByteStream* target() const { return target_; }
 
-  void ReadExact(void* buf, size_t len) override { target_->ReadExact(buf, len); }
-  size_t ReadSome(void* buf, size_t len) override { return target_->ReadSome(buf, len); }
-  void WriteAll(const void* buf, size_t len) override { target_->WriteAll(buf, len); }
+  void ReadExact(void* buf, size_t len) override {
+    target_->ReadExact(buf, len);
+    bytes_read_ += len;
+  }
+  size_t ReadSome(void* buf, size_t len) override {
+    size_t n = target_->ReadSome(buf, len);
+    bytes_read_ += n;
+    return n;
+  }
+  void WriteAll(const void* buf, size_t len) override {
+    target_->WriteAll(buf, len);
+    bytes_written_ += len;
+  }
   void Flush() override { target_->Flush(); }
   void CloseWrite() override { target_->CloseWrite(); }
   std::string Describe() const override { return target_->Describe(); }

@@ -15,19 +15,7 @@ namespace {
 
 // Counts the bytes read through it, so that errors can name their offset
 // whatever `in` counts itself.
-class CountingStream : public ByteStreamWrapper {
- public:
-  using ByteStreamWrapper::ByteStreamWrapper;
-  void ReadExact(void* buf, size_t len) override {
-    target()->ReadExact(buf, len);
-    bytes_read_ += len;
-  }
-  size_t ReadSome(void* buf, size_t len) override {
-    const size_t n = target()->ReadSome(buf, len);
-    bytes_read_ += n;
-    return n;
-  }
-};
+using CountingStream = ByteStreamWrapper;
 
 struct TypeStats {
   uint64_t count = 0;

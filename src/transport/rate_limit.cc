@@ -39,17 +39,6 @@ class RateLimitedStream : public ByteStreamWrapper {
     sender_.join();
   }
 
-  void ReadExact(void* buf, size_t len) override {
-    target()->ReadExact(buf, len);
-    bytes_read_ += len;
-  }
-
-  size_t ReadSome(void* buf, size_t len) override {
-    const size_t n = target()->ReadSome(buf, len);
-    bytes_read_ += n;
-    return n;
-  }
-
   void WriteAll(const void* buf, size_t len) override {
     const auto* p = static_cast<const uint8_t*>(buf);
     std::unique_lock lock(mu_);

@@ -40,6 +40,9 @@ expect_exit 1 "receive garbage" -- "$P2BMIG" receive --input "$WORK/garbage" --d
 expect_exit 0 "send to a file" -- "$P2BMIG" send --output "$WORK/guest.stream" --disk "$WORK/disk.img" \
   --memory 64M --memory-file "$WORK/source.mem" --workload database --rate off --json
 expect_output '"pages_mapped"'
+size=$(stat -c %s "$WORK/guest.stream")
+grep -q "\"link_bytes\":$size," "$WORK/out" || { cat "$WORK/out" >&2; fail "link_bytes is not the stream's size ($size)"; }
+pass "link_bytes counts every byte of the stream"
 expect_exit 0 "inspect the stream" -- "$P2BMIG" inspect "$WORK/guest.stream"
 expect_output "P2B_PAGE_MAPPINGS"
 expect_exit 0 "inspect --json" -- "$P2BMIG" inspect --json "$WORK/guest.stream"
