@@ -8,6 +8,8 @@
 
 #include <p2bmig/records.h>
 
+#include "stream/wire.h"
+
 namespace p2bmig {
 
 static_assert(std::endian::native == std::endian::little,
@@ -18,17 +20,6 @@ namespace {
 // Disk indices a P2B_DISKS record may describe (the p2b map keeps 8 bits).
 constexpr uint32_t kMaxStreamDisks = 256;
 constexpr uint64_t kPfnReservedMask = ((uint64_t{1} << kPageTypeShift) - 1) & ~kPfnMask;
-
-[[noreturn]] void Malformed(const std::string& what) {
-  throw Error(ErrorKind::kMalformedStream, what);
-}
-
-template <typename T>
-T Load(const uint8_t* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
 
 template <typename T>
 void Append(std::vector<uint8_t>* out, T v) {
@@ -42,17 +33,18 @@ void Append(std::vector<uint8_t>* out, T v) {
 uint32_t CheckCountedBody(const Record& record, const char* name, size_t entry_size,
                           uint32_t max_count) {
   const auto& b = record.body;
-  if (b.size() < 8) Malformed(fmt::format("{}: body of {} bytes, need at least 8", name, b.size()));
-  const uint32_t count = Load<uint32_t>(b.data());
-  const uint32_t reserved = Load<uint32_t>(b.data() + 4);
+  if (b.size() < 8)
+    wire::Malformed(fmt::format("{}: body of {} bytes, need at least 8", name, b.size()));
+  const uint32_t count = wire::LoadLe<uint32_t>(b.data());
+  const uint32_t reserved = wire::LoadLe<uint32_t>(b.data() + 4);
   if (reserved != 0)
-    Malformed(fmt::format("{}: reserved field is {:#x}, must be 0", name, reserved));
-  if (count == 0) Malformed(fmt::format("{}: count is 0", name));
+    wire::Malformed(fmt::format("{}: reserved field is {:#x}, must be 0", name, reserved));
+  if (count == 0) wire::Malformed(fmt::format("{}: count is 0", name));
   if (count > max_count)
-    Malformed(fmt::format("{}: count {} exceeds the limit {}", name, count, max_count));
+    wire::Malformed(fmt::format("{}: count {} exceeds the limit {}", name, count, max_count));
   if (entry_size != 0 && b.size() != 8 + uint64_t{count} * entry_size) {
-    Malformed(fmt::format("{}: length {} does not match count {} (expected {})", name, b.size(),
-                          count, 8 + uint64_t{count} * entry_size));
+    wire::Malformed(fmt::format("{}: length {} does not match count {} (expected {})", name,
+                                b.size(), count, 8 + uint64_t{count} * entry_size));
   }
   return count;
 }
@@ -62,11 +54,11 @@ bool ValidPageType(uint32_t type) { return type <= 4 || (type >= 9 && type <= 0x
 // Splits a pfn word (pfn | type << 60) and checks its reserved bits and type.
 PageRef CheckPfnWord(uint64_t word, const char* name, size_t index) {
   if (word & kPfnReservedMask) {
-    Malformed(fmt::format("{}: reserved bits set in pfn[{}]: {:#018x}", name, index, word));
+    wire::Malformed(fmt::format("{}: reserved bits set in pfn[{}]: {:#018x}", name, index, word));
   }
   PageRef ref{word & kPfnMask, static_cast<uint32_t>(word >> kPageTypeShift)};
   if (!ValidPageType(ref.type)) {
-    Malformed(fmt::format("{}: invalid page type {:#x} in pfn[{}]", name, ref.type, index));
+    wire::Malformed(fmt::format("{}: invalid page type {:#x} in pfn[{}]", name, ref.type, index));
   }
   return ref;
 }
@@ -147,25 +139,26 @@ bool PageTypeHasData(uint32_t type) { return ValidPageType(type) && (type & 0x7)
 
 PageDataView ParsePageData(const Record& record, const StreamLimits& limits) {
   const char* name = "PAGE_DATA";
-  if (record.type != rec::kPageData) Malformed("PAGE_DATA: wrong record type");
+  if (record.type != rec::kPageData) wire::Malformed("PAGE_DATA: wrong record type");
   const uint32_t count = CheckCountedBody(record, name, 0, limits.max_batch_pages);
   const auto& b = record.body;
   if (b.size() < 8 + uint64_t{count} * 8) {
-    Malformed(fmt::format("PAGE_DATA: length {} too short for {} pfns", b.size(), count));
+    wire::Malformed(fmt::format("PAGE_DATA: length {} too short for {} pfns", b.size(), count));
   }
   PageDataView view;
   view.pages.reserve(count);
   view.data_index.reserve(count);
   int32_t with_data = 0;
   for (uint32_t i = 0; i < count; ++i) {
-    const PageRef ref = CheckPfnWord(Load<uint64_t>(b.data() + 8 + 8 * size_t{i}), name, i);
+    const PageRef ref = CheckPfnWord(wire::LoadLe<uint64_t>(b.data() + 8 + 8 * size_t{i}), name, i);
     view.pages.push_back(ref);
     view.data_index.push_back(PageTypeHasData(ref.type) ? with_data++ : -1);
   }
   const uint64_t expected = 8 + uint64_t{count} * 8 + uint64_t(with_data) * kPageSize;
   if (b.size() != expected) {
-    Malformed(fmt::format("PAGE_DATA: length {}, expected {} for {} pfns of which {} with data",
-                          b.size(), expected, count, with_data));
+    wire::Malformed(
+        fmt::format("PAGE_DATA: length {}, expected {} for {} pfns of which {} with data", b.size(),
+                    expected, count, with_data));
   }
   view.data = b.data() + 8 + size_t{count} * 8;
   return view;
@@ -189,11 +182,11 @@ Record PageDataBuilder::Finish() {
 // --- P2B_DISKS -------------------------------------------------------------
 
 std::vector<uint64_t> ParseP2bDisks(const Record& record, const StreamLimits& limits) {
-  if (record.type != rec::kP2bDisks) Malformed("P2B_DISKS: wrong record type");
+  if (record.type != rec::kP2bDisks) wire::Malformed("P2B_DISKS: wrong record type");
   const uint32_t n = CheckCountedBody(record, "P2B_DISKS", 8, kMaxStreamDisks);
   std::vector<uint64_t> sizes(n);
   for (uint32_t i = 0; i < n; ++i)
-    sizes[i] = Load<uint64_t>(record.body.data() + 8 + 8 * size_t{i});
+    sizes[i] = wire::LoadLe<uint64_t>(record.body.data() + 8 + 8 * size_t{i});
   return sizes;
 }
 
@@ -208,26 +201,26 @@ Record MakeP2bDisks(std::span<const uint64_t> disk_sizes) {
 
 std::vector<PageMapping> ParsePageMappings(const Record& record, const StreamLimits& limits) {
   const char* name = "P2B_PAGE_MAPPINGS";
-  if (record.type != rec::kP2bPageMappings) Malformed("P2B_PAGE_MAPPINGS: wrong record type");
+  if (record.type != rec::kP2bPageMappings) wire::Malformed("P2B_PAGE_MAPPINGS: wrong record type");
   const uint32_t n = CheckCountedBody(record, name, kPageMappingSize, limits.max_batch_pages);
   std::vector<PageMapping> out(n);
   for (uint32_t i = 0; i < n; ++i) {
     const uint8_t* e = record.body.data() + 8 + kPageMappingSize * size_t{i};
-    const PageRef ref = CheckPfnWord(Load<uint64_t>(e), name, i);
+    const PageRef ref = CheckPfnWord(wire::LoadLe<uint64_t>(e), name, i);
     if (!PageTypeHasData(ref.type)) {
-      Malformed(fmt::format("{}: entry {} has page type {:#x}, which carries no data", name, i,
-                            ref.type));
+      wire::Malformed(fmt::format("{}: entry {} has page type {:#x}, which carries no data", name,
+                                  i, ref.type));
     }
-    const uint32_t reserved = Load<uint32_t>(e + 28);
+    const uint32_t reserved = wire::LoadLe<uint32_t>(e + 28);
     if (reserved != 0) {
-      Malformed(
+      wire::Malformed(
           fmt::format("{}: reserved field of entry {} is {:#x}, must be 0", name, i, reserved));
     }
     out[i].pfn = ref.pfn;
     out[i].type = ref.type;
-    out[i].addr.block = Load<uint64_t>(e + 8);
-    out[i].hash = Load<uint64_t>(e + 16);
-    out[i].addr.disk = Load<uint32_t>(e + 24);
+    out[i].addr.block = wire::LoadLe<uint64_t>(e + 8);
+    out[i].hash = wire::LoadLe<uint64_t>(e + 16);
+    out[i].addr.disk = wire::LoadLe<uint32_t>(e + 24);
   }
   return out;
 }
@@ -249,14 +242,14 @@ Record MakePageMappings(std::span<const PageMapping> mappings) {
 
 std::vector<PageRef> ParseZeroPages(const Record& record, const StreamLimits& limits) {
   const char* name = "P2B_ZERO_PAGES";
-  if (record.type != rec::kP2bZeroPages) Malformed("P2B_ZERO_PAGES: wrong record type");
+  if (record.type != rec::kP2bZeroPages) wire::Malformed("P2B_ZERO_PAGES: wrong record type");
   const uint32_t n = CheckCountedBody(record, name, 8, limits.max_batch_pages);
   std::vector<PageRef> out(n);
   for (uint32_t i = 0; i < n; ++i) {
-    out[i] = CheckPfnWord(Load<uint64_t>(record.body.data() + 8 + 8 * size_t{i}), name, i);
+    out[i] = CheckPfnWord(wire::LoadLe<uint64_t>(record.body.data() + 8 + 8 * size_t{i}), name, i);
     if (!PageTypeHasData(out[i].type)) {
-      Malformed(fmt::format("{}: entry {} has page type {:#x}, which carries no data", name, i,
-                            out[i].type));
+      wire::Malformed(fmt::format("{}: entry {} has page type {:#x}, which carries no data", name,
+                                  i, out[i].type));
     }
   }
   return out;

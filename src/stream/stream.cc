@@ -8,52 +8,21 @@
 
 #include <p2bmig/stream.h>
 
+#include "stream/wire.h"
+
 namespace p2bmig {
+
+using wire::LoadBe;
+using wire::LoadLe;
+using wire::Malformed;
+using wire::StoreBe;
+using wire::StoreLe;
 
 namespace {
 
 constexpr size_t kRecordHeaderSize = 8;
 constexpr size_t kAlign = 8;
 constexpr uint16_t kOptionBigEndian = 0x1;
-
-[[noreturn]] void Malformed(const std::string& what) {
-  throw Error(ErrorKind::kMalformedStream, what);
-}
-
-// std::byteswap is C++23.
-template <typename T>
-T ByteSwap(T v) {
-  if constexpr (sizeof(T) == 2) {
-    return __builtin_bswap16(v);
-  } else if constexpr (sizeof(T) == 4) {
-    return __builtin_bswap32(v);
-  } else {
-    static_assert(sizeof(T) == 8);
-    return __builtin_bswap64(v);
-  }
-}
-
-template <typename T>
-T LoadLe(const uint8_t* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <typename T>
-T LoadBe(const uint8_t* p) {
-  return ByteSwap(LoadLe<T>(p));
-}
-
-template <typename T>
-void StoreLe(uint8_t* p, T v) {
-  std::memcpy(p, &v, sizeof(v));
-}
-
-template <typename T>
-void StoreBe(uint8_t* p, T v) {
-  StoreLe(p, ByteSwap(v));
-}
 
 size_t PaddingOf(size_t length) { return (kAlign - length % kAlign) % kAlign; }
 
