@@ -202,15 +202,19 @@ struct FetchQueue::Impl {
                      });
   }
 
-  // Handles completed reads: delivers, retries or records the failure.
-  // Returns how many requests were delivered.
+  // Handles completed reads: retries or records failures, starts the next
+  // reads, then delivers. Starting reads before delivering keeps the store
+  // busy while this thread copies blocks out, which matters when the thread
+  // has to share a CPU (landed reads give their buffers back only after
+  // delivery, so a few more buffers may be in use for a moment). Returns how
+  // many requests were delivered.
   size_t Collect(const Deliver& deliver) {
     std::vector<Read*> done;
     {
       std::lock_guard<std::mutex> l(mu);
       done.swap(completed);
     }
-    size_t delivered = 0;
+    std::vector<std::unique_ptr<Read>> landed;
     for (Read* r : done) {
       if (r->error) {
         if (!failure && r->attempts < options.retries) {
@@ -225,12 +229,17 @@ struct FetchQueue::Impl {
                                         " failed after " + std::to_string(r->attempts + 1) +
                                         " attempts: " + What(r->error)));
         }
-        Retire(r);
+        Recycle(Retire(r));
         continue;
       }
       stats.bytes_read += r->bytes();
+      landed.push_back(Retire(r));
+    }
+    Pump();
+    size_t delivered = 0;
+    for (auto& r : landed) {
       if (!failure) delivered += DeliverRead(*r, deliver);
-      Retire(r);
+      Recycle(std::move(r));
     }
     return delivered;
   }
@@ -258,14 +267,18 @@ struct FetchQueue::Impl {
     return n;
   }
 
-  void Retire(Read* r) {
+  // Takes a read that left the store out of the in-flight set.
+  std::unique_ptr<Read> Retire(Read* r) {
     inflight_bytes -= r->bytes();
-    free_bufs.push_back(std::move(r->buf));
     auto it = std::find_if(inflight.begin(), inflight.end(),
                            [r](const std::unique_ptr<Read>& p) { return p.get() == r; });
     std::swap(*it, inflight.back());
+    std::unique_ptr<Read> read = std::move(inflight.back());
     inflight.pop_back();
+    return read;
   }
+
+  void Recycle(std::unique_ptr<Read> r) { free_bufs.push_back(std::move(r->buf)); }
 
   // After a failure: waits for every read still in the store, then throws.
   [[noreturn]] void Fail() {
