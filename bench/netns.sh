@@ -22,7 +22,9 @@
 #        netns.sh shape LAN_RATE [STORAGE_RATE]   reshape (e.g. 1gbit, 10gbit, off)
 #        netns.sh down                            delete the namespaces
 #        netns.sh status                          list them and their qdiscs
-# STORAGE_RATE defaults to LAN_RATE. Run as root.
+# STORAGE_RATE defaults to LAN_RATE. QUEUE_MS (environment, default 50) is
+# the most a link queues, in milliseconds of its rate (tbf's latency). Run
+# as root.
 set -euo pipefail
 
 SRC=p2b-src TGT=p2b-tgt NAS=p2b-nas SW=p2b-sw
@@ -44,7 +46,8 @@ shape_dev() {  # NS DEV RATE
   local ns=$1 dev=$2 rate=$3
   tc -n "$ns" qdisc del dev "$dev" root 2>/dev/null || true
   [ "$rate" = off ] && return 0
-  tc -n "$ns" qdisc add dev "$dev" root tbf rate "$rate" burst "$(burst_for "$rate")" latency 50ms
+  tc -n "$ns" qdisc add dev "$dev" root tbf rate "$rate" burst "$(burst_for "$rate")" \
+    latency "${QUEUE_MS:-50}ms"
 }
 
 cmd_shape() {

@@ -33,6 +33,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -168,13 +169,17 @@ class Bench:
         self.nfs_state = os.path.join(self.work, "nfs-state")
         self.port = 20000
         self.split_cpus = os.cpu_count() >= 2 and not args.no_pin
+        self.netns_env = dict(os.environ, QUEUE_MS=str(args.queue_ms))
 
     # --- hosts ---------------------------------------------------------------
 
     def hosts_up(self, first_link):
+        # A NAS left running from an interrupted run lives on in the old
+        # namespace: stop it before the namespaces are made again.
+        subprocess.run(["bash", NFS_SERVER, "stop", self.nfs_state], stderr=subprocess.DEVNULL)
         os.makedirs(self.export, exist_ok=True)
         os.makedirs(self.mem_dir, exist_ok=True)
-        run(["bash", NETNS, "up", first_link.rate, first_link.nas_rate])
+        run(["bash", NETNS, "up", first_link.rate, first_link.nas_rate], env=self.netns_env)
         env = dict(os.environ, NFS_NETNS=NAS_NS, NFS_BIND="0.0.0.0")
         run(["bash", NFS_SERVER, "start", self.export, self.nfs_state], env=env,
             stdout=subprocess.DEVNULL)
@@ -184,7 +189,7 @@ class Bench:
         subprocess.run(["bash", NETNS, "down"])
 
     def shape(self, link):
-        run(["bash", NETNS, "shape", link.rate, link.nas_rate])
+        run(["bash", NETNS, "shape", link.rate, link.nas_rate], env=self.netns_env)
 
     # --- one migration ---------------------------------------------------------
 
@@ -214,6 +219,8 @@ class Bench:
                 "--memory", mem_arg, "--disk", image, "--memory-file", src_mem,
                 "--workload", workload, "--seed", str(self.args.seed), "--mode", mode,
                 "--rate", "off", "--connect-wait", "30", "--json"]
+        if self.args.max_unfetched is not None:
+            send += ["--max-unfetched", str(self.args.max_unfetched)]
         if self.split_cpus:
             receive += ["--cpus", "1"]
             send += ["--cpus", "0"]
@@ -258,6 +265,8 @@ class Bench:
             "rounds": s["rounds"],
             "round_pages": s["round_pages"],
             "final_pass_s": s.get("final_pass_s", 0),
+            "credit_wait_s": s.get("credit_wait_s", 0),
+            "catch_up_wait_s": s.get("pause_wait_s", 0),
             "fetch_wait_s": t["fetch_wait_s"],
             "nas_reads": t["nas_reads"],
             "hash_mismatches": t.get("hash_mismatches", 0),
@@ -330,7 +339,8 @@ class Bench:
                         "load_before": load_before, "load_after": os.getloadavg()},
             "parameters": {"sizes": a.sizes, "workloads": a.workloads, "links": a.links,
                            "modes": a.modes, "reps": a.reps, "seed": a.seed,
-                           "max_gap": a.max_gap},
+                           "max_gap": a.max_gap, "max_unfetched": a.max_unfetched,
+                           "queue_ms": a.queue_ms},
             "runs": runs,
         }
         os.makedirs(a.out, exist_ok=True)
@@ -495,6 +505,12 @@ def main():
                    help="modes, as p2bmig send --mode takes them (default %(default)s)")
     p.add_argument("--reps", type=int, help="repetitions (default %d)" % FULL["reps"])
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-unfetched", type=int,
+                   help="p2bmig send --max-unfetched (flow control window, in mappings; "
+                   "default: the sender's)")
+    p.add_argument("--queue-ms", type=int, default=50,
+                   help="queue of each shaped link, in ms of its rate (tbf latency; "
+                   "default %(default)s)")
     p.add_argument("--max-gap", type=int,
                    help="p2bmig receive --max-gap (blocks read to join two reads; default: "
                    "the receiver's)")
@@ -541,6 +557,8 @@ def main():
         log("waiting for another benchmark run to finish")
     fcntl.flock(lock, fcntl.LOCK_EX)
 
+    # A terminated run still takes its namespaces and NAS down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = Bench(a).run_suite()
     write_table(result, os.path.join(a.out, "results.md"))
     plots = write_plots(result, a.out)

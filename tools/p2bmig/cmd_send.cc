@@ -1,6 +1,7 @@
 // `p2bmig send`: the source host. Boots a simulated guest with its disk on the
 // shared storage, runs a workload, and migrates the guest to a receiver.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -36,7 +37,10 @@ struct SendArgs {
   double connect_wait_s = 10;
   bool json = false;
   std::string cpus;
-  uint64_t max_unfetched = FilterOptions{}.max_unfetched_mappings;
+  // 64 MiB of reads: enough to keep a 1 Gbit/s share busy across the credit
+  // loop's round trip (4 MiB, the filter's default, halved the NAS's rate).
+  uint64_t max_unfetched = 16384;
+  uint64_t max_unfetched_at_pause = sim::SourceOptions{}.max_unfetched_at_pause;
   bool progress = false;
 };
 
@@ -122,6 +126,7 @@ void RunSend(const SendArgs& a) {
   uint64_t rate = ParseRate(a.rate);
   opt.flow_control = !a.to.empty();  // a file carries no credits back
   opt.filter.max_unfetched_mappings = a.max_unfetched;
+  opt.max_unfetched_at_pause = std::min(a.max_unfetched_at_pause, a.max_unfetched);
   sim::GetWorkload(a.workload);  // fail early on a bad name
 
   sim::SourceHost host(opt);
@@ -208,6 +213,10 @@ void AddSendCommand(CLI::App& app) {
   cmd->add_option("--max-unfetched", args->max_unfetched,
                   "Hold back mappings while the target has more than this many left to fetch "
                   "(0: no limit)")
+      ->capture_default_str();
+  cmd->add_option("--max-unfetched-at-pause", args->max_unfetched_at_pause,
+                  "Before pausing the guest, wait until the target has at most this many "
+                  "mappings left to fetch")
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
   cmd->add_flag("--progress", args->progress, "Show a progress line on stderr");
