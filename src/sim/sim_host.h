@@ -45,7 +45,7 @@ struct SourceOptions {
   // mappings left to fetch, so that the downtime holds at most that much
   // fetch work. filter.max_unfetched_mappings, the window during a round, can
   // then be large enough to keep the shared storage busy.
-  uint64_t max_unfetched_at_pause = 1024;
+  uint64_t max_unfetched_at_pause = 0;
   // Optional: wraps the guest before the migration sees it (fault injection).
   std::function<std::unique_ptr<Domain>(Domain*)> wrap_domain;
 };
