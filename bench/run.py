@@ -335,6 +335,8 @@ class Bench:
             .isoformat(timespec="seconds"),
             "duration_s": time.time() - started,
             "complete": not partial,
+            "commit": subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                                     capture_output=True, text=True).stdout.strip(),
             "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
                         "load_before": load_before, "load_after": os.getloadavg()},
             "parameters": {"sizes": a.sizes, "workloads": a.workloads, "links": a.links,
