@@ -10,7 +10,8 @@ PKGS=(
   libxxhash-dev libzstd-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libxen-dev libnfs-dev libnfs-utils
   nfs-ganesha nfs-ganesha-vfs rpcbind
-  iproute2 procps
+  iproute2 procps iputils-ping
+  python3-matplotlib  # bench/run.py: plots
   clang libclang-rt-14-dev  # scripts/fuzz.sh: clang's libFuzzer and sanitizer runtimes
 )
 

@@ -217,10 +217,10 @@ void SimGuest::RawIo(IoOp op, uint32_t disk, uint64_t sector, uint32_t nr_sector
   Report(IoEvent{op, disk, sector, {seg}});
 }
 
-void SimGuest::ReclaimCache(uint32_t nr_pages, Rng& rng) {
+void SimGuest::ReclaimCache(uint32_t nr_pages, uint64_t anon_limit, Rng& rng) {
   Step step(this);
   std::lock_guard lock(mu_);
-  for (uint32_t i = 0; i < nr_pages && !cache_fifo_.empty();) {
+  for (uint32_t i = 0; i < nr_pages && !cache_fifo_.empty() && anon_.size() < anon_limit;) {
     Pfn p = cache_fifo_.front();
     cache_fifo_.pop_front();
     PageState& st = pages_[p];
@@ -262,6 +262,21 @@ GuestMemoryUse SimGuest::MemoryUse() const {
     }
   }
   return u;
+}
+
+uint64_t SimGuest::anon_pages() const {
+  std::lock_guard lock(mu_);
+  return anon_.size();
+}
+
+void SimGuest::AgeFreePages(double share, Rng& rng) {
+  Step step(this);
+  std::lock_guard lock(mu_);
+  for (Pfn p : free_) {
+    if (!rng.Chance(share)) continue;
+    // Half freed heap, half evicted file pages.
+    WritePage(p, rng.Chance(0.5) ? DrawAnonContent(rng) : DrawFileContent(rng), rng);
+  }
 }
 
 uint64_t SimGuest::cached_pages() const {

@@ -73,8 +73,16 @@ class SimGuest : public Domain, public IoTap {
   // the page cache (overwrites blocks that cache pages may still map).
   void RawWrite(uint32_t disk, uint64_t sector, uint32_t nr_sectors, uint32_t page_sect, Rng& rng);
   // Evicts up to `nr_pages` clean cache pages and reuses them as anonymous
-  // memory with new content.
-  void ReclaimCache(uint32_t nr_pages, Rng& rng);
+  // memory with new content, while there are fewer than `anon_limit`
+  // anonymous pages (else the guest would end up with no page cache left to
+  // evict, and out of memory, however long it runs).
+  void ReclaimCache(uint32_t nr_pages, uint64_t anon_limit, Rng& rng);
+
+  // Writes stale content into a share of the free pages: what they held
+  // before they were freed (heap of exited processes, evicted cache), as in a
+  // guest that has run for a while. Linux does not clear freed pages, so only
+  // never-used memory is zero. The pages stay free.
+  void AgeFreePages(double share, Rng& rng);
 
   // Ends all guest activity for good: operations waiting on a pause, and all
   // later ones, throw Error(kAborted) without touching memory. Used when the
@@ -84,6 +92,7 @@ class SimGuest : public Domain, public IoTap {
 
   GuestMemoryUse MemoryUse() const;
   uint64_t cached_pages() const;
+  uint64_t anon_pages() const;
   uint64_t disk_blocks(uint32_t disk) const { return disks_[disk].size / kPageSize; }
   uint32_t nr_disks() const { return static_cast<uint32_t>(disks_.size()); }
   GuestMemory& memory() { return memory_; }

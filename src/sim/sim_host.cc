@@ -1,5 +1,7 @@
 #include "sim/sim_host.h"
 
+#include <chrono>
+
 #include <p2bmig/block_store.h>
 #include <p2bmig/stream.h>
 
@@ -7,6 +9,36 @@
 #include "sim/sim_restore.h"
 
 namespace p2bmig::sim {
+namespace {
+
+// Runs `catch_up` at the end of each live round, before the save loop
+// collects the pages dirtied during it, and before it pauses the guest: the
+// guest keeps running while the target catches up, and whatever it dirties
+// meanwhile goes out in the next round, not in the downtime.
+class CatchUpGate : public DomainWrapper {
+ public:
+  CatchUpGate(Domain* domain, std::function<void()> catch_up)
+      : DomainWrapper(domain), catch_up_(std::move(catch_up)) {}
+  void PeekAndCleanDirty(std::vector<Pfn>* dirty) override {
+    if (!paused_) catch_up_();
+    DomainWrapper::PeekAndCleanDirty(dirty);
+  }
+  void Pause() override {
+    catch_up_();
+    DomainWrapper::Pause();
+    paused_ = true;
+  }
+  void Resume() override {
+    DomainWrapper::Resume();
+    paused_ = false;
+  }
+
+ private:
+  std::function<void()> catch_up_;
+  bool paused_ = false;
+};
+
+}  // namespace
 
 const char* ModeName(Mode mode) { return mode == Mode::kBaseline ? "baseline" : "p2bmig"; }
 
@@ -58,7 +90,18 @@ SourceReport SourceHost::Migrate(ByteStream* link,
                                       credits.get());
     sink = filter.get();
   }
-  SaveLoop loop(domain, sink, options_.save);
+  // The save loop calls the gate from its own thread, the one that drives
+  // the filter: reading the filter's statistics there is race-free.
+  CatchUpGate gate(domain, [&] {
+    if (!credits || !filter || options_.filter.max_unfetched_mappings == 0) return;
+    uint64_t sent = filter->stats().pages_mapped;
+    if (sent <= options_.max_unfetched_at_pause) return;
+    auto t0 = std::chrono::steady_clock::now();
+    credits->WaitForFetched(sent - options_.max_unfetched_at_pause);
+    report.pause_wait_s +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  });
+  SaveLoop loop(&gate, sink, options_.save);
   if (progress) loop.SetProgressCallback(std::move(progress));
 
   uint64_t bytes_before = link->bytes_written();

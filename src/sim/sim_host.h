@@ -40,6 +40,12 @@ struct SourceOptions {
   // Read the target's fetch credits from the link (flow control). Only for
   // links that carry them back (a connection, not a file).
   bool flow_control = true;
+  // With flow control: at the end of each live round and before pausing the
+  // guest, wait (guest still running) until the target has at most this many
+  // mappings left to fetch, so that the downtime holds at most that much
+  // fetch work. filter.max_unfetched_mappings, the window during a round, can
+  // then be large enough to keep the shared storage busy.
+  uint64_t max_unfetched_at_pause = 0;
   // Optional: wraps the guest before the migration sees it (fault injection).
   std::function<std::unique_ptr<Domain>(Domain*)> wrap_domain;
 };
@@ -47,7 +53,8 @@ struct SourceOptions {
 struct SourceReport {
   Mode mode = Mode::kP2bmig;
   SaveStats save;
-  FilterStats filter;  // zero in baseline mode
+  FilterStats filter;       // zero in baseline mode
+  double pause_wait_s = 0;  // waited between rounds for the target's fetches
   uint64_t link_bytes = 0;
   uint64_t p2b_entries_at_start = 0;
   uint64_t p2b_map_bytes = 0;

@@ -20,6 +20,7 @@ std::vector<WorkloadProfile> Profiles() {
   p.description = "idle after boot: page cache from boot, a few daemons";
   p.warm_cache_fraction = 0.35;
   p.warm_anon_fraction = 0.10;
+  p.stale_free_share = 0.2;  // most free memory never used since boot
   p.anon_pages_per_s = 200;
   p.read_blocks_per_s = 50;
   v.push_back(p);
@@ -145,9 +146,12 @@ void WorkloadRunner::WarmUp() {
       cached = after;
     }
   }
-  for (uint64_t done = 0; done < anon_target; done += 256) {
+  // TouchAnon also rewrites pages it allocated before: go on until the heap
+  // has its size.
+  for (int guard = 0; guest_->anon_pages() < anon_target && guard < 1000000; ++guard) {
     guest_->TouchAnon(256, anon_target, rng);
   }
+  guest_->AgeFreePages(profile_.stale_free_share, rng);
 }
 
 void WorkloadRunner::Start() {
@@ -262,7 +266,7 @@ void WorkloadRunner::RunSlice(Rng& rng, double scale) {
     ++ops_;
   }
   if (uint64_t n = count(p.reclaim_pages_per_s)) {
-    guest_->ReclaimCache(static_cast<uint32_t>(n), rng);
+    guest_->ReclaimCache(static_cast<uint32_t>(n), anon_limit, rng);
     ++ops_;
   }
 }

@@ -26,6 +26,11 @@ struct WorkloadProfile {
   // (file reads) and with anonymous memory.
   double warm_cache_fraction = 0;
   double warm_anon_fraction = 0;
+  // Share of the remaining free pages that hold stale data rather than
+  // zeros. A reference Debian guest that had run a workload had 6% of its
+  // memory free and 3.8% zero pages (docs/benchmarks.md); only a freshly
+  // booted guest has much never-touched, zero memory.
+  double stale_free_share = 0.9;
   // During the migration, per second of guest time.
   double read_blocks_per_s = 0;      // file reads through the page cache
   double write_blocks_per_s = 0;     // file writes, written back later

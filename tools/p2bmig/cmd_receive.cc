@@ -29,6 +29,7 @@ struct ReceiveArgs {
   double timeout_s = 120;
   bool json = false;
   std::string cpus;
+  uint32_t max_gap = FetchOptions{}.max_gap_blocks;
 };
 
 void RunReceive(const ReceiveArgs& a) {
@@ -42,6 +43,7 @@ void RunReceive(const ReceiveArgs& a) {
   opt.memory_path = a.memory_file;
   opt.disks = a.disks;
   opt.send_credits = !a.listen.empty();
+  opt.resolver.fetch.max_gap_blocks = a.max_gap;
   try {
     sim::TargetHost host(opt);
     std::unique_ptr<ByteStream> link;
@@ -91,6 +93,9 @@ void AddReceiveCommand(CLI::App& app) {
   cmd->add_option("--timeout", args->timeout_s, "Seconds to wait for the source to connect")
       ->capture_default_str();
   cmd->add_option("--cpus", args->cpus, "Run on these CPUs only (e.g. 1)");
+  cmd->add_option("--max-gap", args->max_gap,
+                  "Read up to this many unneeded blocks to join two reads into one")
+      ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
   cmd->callback([args] { RunReceive(*args); });
 }

@@ -13,6 +13,8 @@ void AddSendCommand(CLI::App& app);
 void AddReceiveCommand(CLI::App& app);
 void AddDemoCommand(CLI::App& app);
 void AddInspectCommand(CLI::App& app);
+void AddMakeDiskCommand(CLI::App& app);
+void AddAnalyzeCommand(CLI::App& app);
 
 }  // namespace p2bmig::cli
 

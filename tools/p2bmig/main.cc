@@ -42,6 +42,8 @@ int main(int argc, char** argv) {
   p2bmig::cli::AddSendCommand(app);
   p2bmig::cli::AddReceiveCommand(app);
   p2bmig::cli::AddInspectCommand(app);
+  p2bmig::cli::AddMakeDiskCommand(app);
+  p2bmig::cli::AddAnalyzeCommand(app);
 
   try {
     app.parse(argc, argv);

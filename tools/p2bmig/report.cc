@@ -19,6 +19,8 @@ nlohmann::json SourceReportJson(const sim::SourceReport& r) {
       {"pages_resent", r.filter.pages_resent},
       {"mappings_invalidated", r.filter.mappings_invalidated},
       {"final_pass_s", r.filter.final_pass_s},
+      {"credit_wait_s", r.filter.credit_wait_s},
+      {"pause_wait_s", r.pause_wait_s},
       {"p2b_entries", r.p2b_entries_at_start},
       {"p2b_map_bytes", r.p2b_map_bytes},
       {"guest_pages",
