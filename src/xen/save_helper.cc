@@ -22,6 +22,7 @@
 #include <p2bmig/stream.h>
 
 #include "xen/stream_copy.h"
+#include "xen/tracking.h"
 #include "xen/xen_domain.h"
 
 extern char** environ;
@@ -35,14 +36,6 @@ namespace {
 constexpr char kWrappedEnv[] = "P2BMIG_WRAPPED";
 
 void Log(const std::string& msg) { fmt::print(stderr, "p2bmig-save-helper: {}\n", msg); }
-
-// No I/O tap is wired in yet: the map stays empty, so nothing is ever
-// invalidated and there is nothing to wait for.
-class NullIoTap : public IoTap {
- public:
-  void SetListener(Listener) override {}
-  void Drain() override {}
-};
 
 // --- Signals ---------------------------------------------------------------
 // The handler only uses async-signal-safe calls on these.
@@ -188,6 +181,7 @@ SaveHelperConfig ConfigFromEnvironment() {
   if (const char* disks = std::getenv("P2BMIG_DISKS"); disks != nullptr) {
     c.disks = SplitDiskList(disks);
   }
+  c.tracking = TrackingConfigFromEnvironment();
   if (std::getenv(kWrappedEnv) != nullptr) {
     throw Error(ErrorKind::kInvalidArgument,
                 fmt::format("started by p2bmig-save-helper itself: P2BMIG_REAL_SAVE_HELPER "
@@ -228,10 +222,13 @@ HelperOutcome RunSaveHelper(const HelperArgs& args, const SaveHelperConfig& conf
   // starts: on save the guest is then still running untouched.
   std::unique_ptr<Domain> domain;
   std::unique_ptr<BlockStore> store;
+  Tracking tracking;
   try {
     if (p2bmig && save) {
       domain = hooks.open_domain ? hooks.open_domain(args.domid, config.disks)
                                  : XenDomain::Open(args.domid, config.disks);
+      tracking = OpenTracking(args.domid, domain->nr_pfns(), config.disks, config.tracking);
+      Log(fmt::format("save of domain {}: {}", args.domid, tracking.description));
     } else if (p2bmig) {
       store = OpenBlockStore(config.disks);
     }
@@ -292,10 +289,8 @@ HelperOutcome RunSaveHelper(const HelperArgs& args, const SaveHelperConfig& conf
       if (save && !p2bmig) {
         CopyToEnd(pipe.get(), io.get());
       } else if (save) {
-        P2bMap map(domain->nr_pfns());
-        NullIoTap tap;
         StreamWriter writer(io.get());
-        Filter filter(&map, domain.get(), &tap, &writer);
+        Filter filter(tracking.map.get(), domain.get(), tracking.tap.get(), &writer);
         StreamReader reader(pipe.get());
         Pump(&reader, &filter);
         // libxc writes nothing after END; pass on whatever comes all the same.

@@ -567,6 +567,7 @@ TEST_F(SaveHelperTest, P2bmigSaveFiltersTheStream) {
   SaveHelperConfig config;
   config.mode = WrapMode::kP2bmig;
   config.real_helper = fake_.string();
+  config.tracking.source = TrackingSource::kNone;  // an explicitly empty map
   FakeDomain* opened = nullptr;
   SaveHelperHooks hooks;
   hooks.open_domain = [&](uint32_t domid, const std::vector<std::string>&) {
@@ -613,6 +614,7 @@ TEST_F(SaveHelperTest, P2bmigSaveOfABadStreamFails) {
   SaveHelperConfig config;
   config.mode = WrapMode::kP2bmig;
   config.real_helper = fake_.string();
+  config.tracking.source = TrackingSource::kNone;
   SaveHelperHooks hooks;
   hooks.open_domain = [](uint32_t, const std::vector<std::string>&) {
     return std::unique_ptr<Domain>(std::make_unique<FakeDomain>());
