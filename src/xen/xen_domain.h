@@ -10,9 +10,10 @@
 //   * nr_pfns(): xc_domain_maximum_gpfn() + 1, read once by Open().
 //   * ReadPages(): xenforeignmemory_map(PROT_READ) in batches of
 //     kMapBatchPages; a frame that cannot be mapped is an Error(kIo), never
-//     a page of zeros. HVM/PVH only for now: a PV guest's frames are mapped
-//     by machine frame, which needs the guest's p2m table (Error
-//     kInvalidArgument).
+//     a page of zeros. A PV guest's frames are mapped by machine frame:
+//     its pfns are translated through the p2m it publishes (PvP2m, walked
+//     afresh each call, pages re-read if their frame changed meanwhile).
+//     32-bit PV guests are refused by Open().
 //   * MarkDirty(): xendevicemodel_modified_memory() on each run of
 //     consecutive pfns (HVM/PVH), so that libxc's next pass sends them again.
 //     Xen has no such call for PV guests: there the pfns are only recorded
@@ -65,7 +66,7 @@ class XenDomain : public Domain {
   // Opens domain `domid` and its disk images. Throws Error(kIo) when this is
   // not a Xen dom0 ("cannot open the Xen control interface: is this a Xen
   // dom0? (...)") or an image cannot be opened, Error(kInvalidArgument) when
-  // there is no such domain.
+  // there is no such domain or it is a 32-bit PV guest.
   static std::unique_ptr<XenDomain> Open(uint32_t domid, std::vector<std::string> disk_paths,
                                          const XenOpenOptions& options = {});
   ~XenDomain() override;
