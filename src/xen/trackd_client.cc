@@ -14,7 +14,8 @@
 namespace p2bmig {
 
 std::unique_ptr<TrackdIoTap> TrackdIoTap::Connect(const std::string& socket_path, uint32_t domid,
-                                                  P2bMap* map) {
+                                                  P2bMap* map,
+                                                  const std::vector<std::string>& disks) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof(addr.sun_path)) {
@@ -42,6 +43,11 @@ std::unique_ptr<TrackdIoTap> TrackdIoTap::Connect(const std::string& socket_path
     return *f;
   };
   tap->devices_ = DecodeDevices(next());
+  if (disks.empty()) {
+    for (const TrackdDevice& d : tap->devices_) tap->remap_.push_back(d.disk);
+  } else {
+    tap->remap_ = TrackdDiskRemap(tap->devices_, disks);
+  }
   for (;;) {
     Frame f = next();
     if (f.type == TrackdMsg::kSnapshotEnd) {
@@ -53,10 +59,11 @@ std::unique_ptr<TrackdIoTap> TrackdIoTap::Connect(const std::string& socket_path
     uint64_t nr_pfns = 0;
     for (const SnapshotEntry& e : DecodeSnapshot(f, &nr_pfns)) {
       ++tap->snapshot_entries_;
-      if (e.pfn >= map->nr_pfns()) continue;
+      const uint32_t disk = tap->Remap(e.addr.disk);
+      if (e.pfn >= map->nr_pfns() || disk >= P2bMap::kMaxDisks) continue;
       IoEvent ev;
       ev.op = IoOp::kRead;
-      ev.disk = e.addr.disk;
+      ev.disk = disk;
       ev.sector = e.addr.block * kSectorsPerPage;
       ev.segments.push_back(IoSegment{e.pfn, 0, kSectorsPerPage - 1, e.hash});
       map->Apply(ev);
@@ -66,6 +73,10 @@ std::unique_ptr<TrackdIoTap> TrackdIoTap::Connect(const std::string& socket_path
 }
 
 TrackdIoTap::TrackdIoTap(int fd, P2bMap* map) : fd_(fd), map_(map) {}
+
+uint32_t TrackdIoTap::Remap(uint32_t daemon_disk) const {
+  return daemon_disk < remap_.size() ? remap_[daemon_disk] : P2bMap::kMaxDisks;
+}
 
 TrackdIoTap::~TrackdIoTap() {
   shutdown(fd_, SHUT_RDWR);
@@ -98,7 +109,8 @@ void TrackdIoTap::ReadLoop() {
       if (!f) return Fail("p2bmig-trackd closed the connection");
       switch (f->type) {
         case TrackdMsg::kEvent: {
-          const IoEvent ev = DecodeEvent(*f);
+          IoEvent ev = DecodeEvent(*f);
+          ev.disk = Remap(ev.disk);
           std::lock_guard lock(mu_);
           ++events_;
           if (listener_) listener_(ev);
@@ -160,25 +172,34 @@ uint64_t TrackdIoTap::resets_received() const {
   return resets_;
 }
 
-void CheckTrackdDisks(const std::vector<TrackdDevice>& devices,
-                      const std::vector<std::string>& disks) {
-  if (devices.size() != disks.size()) {
-    throw Error(ErrorKind::kInvalidArgument,
-                fmt::format("p2bmig-trackd knows {} disk(s) of this domain, P2BMIG_DISKS "
-                            "names {}",
-                            devices.size(), disks.size()));
-  }
+std::vector<uint32_t> TrackdDiskRemap(const std::vector<TrackdDevice>& devices,
+                                      const std::vector<std::string>& disks) {
+  auto same = [](const std::string& a, const std::string& b) {
+    struct stat sa, sb;
+    if (stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0) {
+      return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    }
+    return a == b;
+  };
+  std::vector<uint32_t> remap(devices.size(), P2bMap::kMaxDisks);
   for (size_t i = 0; i < disks.size(); ++i) {
-    struct stat a, b;
-    const bool same = stat(devices[i].path.c_str(), &a) == 0 && stat(disks[i].c_str(), &b) == 0
-                          ? a.st_dev == b.st_dev && a.st_ino == b.st_ino
-                          : devices[i].path == disks[i];
-    if (!same) {
+    bool found = false;
+    for (size_t d = 0; d < devices.size(); ++d) {
+      if (same(devices[d].path, disks[i])) {
+        remap[d] = static_cast<uint32_t>(i);
+        found = true;
+      }
+    }
+    if (!found) {
+      std::string known;
+      for (const TrackdDevice& d : devices) known += fmt::format(" {}={}", d.devid, d.path);
       throw Error(ErrorKind::kInvalidArgument,
-                  fmt::format("disk {}: p2bmig-trackd has {} (device {}), P2BMIG_DISKS has {}", i,
-                              devices[i].path, devices[i].devid, disks[i]));
+                  fmt::format("disk {} of P2BMIG_DISKS ({}) is none of this domain's devices "
+                              "according to p2bmig-trackd:{}",
+                              i, disks[i], known.empty() ? " none" : known));
     }
   }
+  return remap;
 }
 
 }  // namespace p2bmig

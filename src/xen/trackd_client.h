@@ -37,19 +37,27 @@ namespace p2bmig {
 class TrackdIoTap : public IoTap {
  public:
   // Connects, asks for `domid` and loads the snapshot into `map` (entries
-  // with pfns beyond the map are skipped). Throws Error(kIo) if the daemon
+  // with pfns beyond the map are skipped). The daemon numbers a domain's
+  // disks by devid; the stream must number them as the helper's `disks`
+  // (P2BMIG_DISKS, configuration order). Snapshot and events are renumbered
+  // accordingly (TrackdDiskRemap); a device the helper does not name gets
+  // disk P2bMap::kMaxDisks and never creates entries. Empty `disks`: the
+  // daemon's numbering is kept. Throws Error(kIo) if the daemon
   // does not answer ("is p2bmig-trackd running?"), Error(kInvalidArgument)
   // if it refuses the domain (with its reason). The reader thread starts
   // only once a listener is set, so the first events follow the snapshot.
   // REQUIRES: `map` outlives the tap.
   static std::unique_ptr<TrackdIoTap> Connect(const std::string& socket_path, uint32_t domid,
-                                              P2bMap* map);
+                                              P2bMap* map,
+                                              const std::vector<std::string>& disks = {});
   ~TrackdIoTap() override;
 
   void SetListener(Listener listener) override;
   void Drain() override;
 
   const std::vector<TrackdDevice>& devices() const { return devices_; }
+  // For each of the daemon's disk indexes, the helper's (or kMaxDisks).
+  const std::vector<uint32_t>& disk_remap() const { return remap_; }
   uint64_t snapshot_entries() const { return snapshot_entries_; }
   uint64_t events_received() const;
   uint64_t resets_received() const;
@@ -63,6 +71,8 @@ class TrackdIoTap : public IoTap {
   const int fd_;
   P2bMap* const map_;
   std::vector<TrackdDevice> devices_;
+  std::vector<uint32_t> remap_;
+  uint32_t Remap(uint32_t daemon_disk) const;
   uint64_t snapshot_entries_ = 0;
 
   mutable std::mutex mu_;
@@ -77,12 +87,13 @@ class TrackdIoTap : public IoTap {
   std::thread reader_;
 };
 
-// Checks that the daemon's disk table names the images the helper was given
-// (P2BMIG_DISKS, configuration order): same count, same files (compared by
-// device and inode, or by path if one is missing). Throws
-// Error(kInvalidArgument) naming the first difference.
-void CheckTrackdDisks(const std::vector<TrackdDevice>& devices,
-                      const std::vector<std::string>& disks);
+// For each of the daemon's devices (in its disk order), the index in `disks`
+// of the same image (compared by device and inode, or by path if either
+// cannot be stat'ed), or P2bMap::kMaxDisks if the helper does not name it.
+// Throws Error(kInvalidArgument) if one of `disks` is none of the domain's
+// devices: the helper was configured for another guest.
+std::vector<uint32_t> TrackdDiskRemap(const std::vector<TrackdDevice>& devices,
+                                      const std::vector<std::string>& disks);
 
 }  // namespace p2bmig
 

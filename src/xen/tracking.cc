@@ -52,8 +52,7 @@ Tracking OpenTracking(uint32_t domid, uint64_t nr_pfns, const std::vector<std::s
     case TrackingSource::kTrackd: {
       const std::string socket =
           config.trackd_socket.empty() ? kDefaultTrackdSocket : config.trackd_socket;
-      auto tap = TrackdIoTap::Connect(socket, domid, t.map.get());
-      CheckTrackdDisks(tap->devices(), disks);
+      auto tap = TrackdIoTap::Connect(socket, domid, t.map.get(), disks);
       P2bMap* map = t.map.get();
       tap->SetListener([map](const IoEvent& ev) { map->Apply(ev); });
       t.snapshot_pages = map->size();

@@ -5,7 +5,8 @@
 //       loaded from its socket (P2BMIG_TRACKD, default
 //       /run/p2bmig/trackd.sock) and kept current by its event stream.
 //       If the daemon does not answer, OpenTracking fails: the save must
-//       stop before the real helper starts.
+//       stop before the real helper starts. Disks are renumbered from the
+//       daemon's devid order to the helper's `disks` (configuration order).
 //   P2BMIG_TRACKING=none: an empty map and a tap that never reports; the
 //       stream then carries no mappings (zero pages are still elided).
 //

@@ -383,10 +383,30 @@ TEST_F(TrackdTest, OpenTrackingAsTheSaveHelperDoes) {
   t.tap->Drain();
   ExpectEntry(*t.map, 9, 0, 1, "a.img");
   ExpectEntry(*t.map, 3, 1, 1, "b.img");
-  // The daemon's disks must be the helper's disks, in the same order.
+  // The stream numbers disks as the helper's configuration does, whatever
+  // the daemon's numbering (devid order).
   const std::vector<std::string> swapped = {disks[1], disks[0]};
-  EXPECT_THROW(OpenTracking(7, 4096, swapped, config), Error);
-  EXPECT_THROW(OpenTracking(7, 4096, {disks[0]}, config), Error);
+  Tracking s = OpenTracking(7, 4096, swapped, config);
+  ExpectEntry(*s.map, 9, 1, 1, "a.img");
+  ExpectEntry(*s.map, 3, 0, 1, "b.img");
+  Feed(Io(7, kXvda, BlkifOp::kRead, 16, Pages(kMfnBase7, 20, 1)));
+  s.tap->Drain();
+  ExpectEntry(*s.map, 20, 1, 2, "a.img");
+  // A disk the helper does not name never gets entries.
+  Tracking only_b = OpenTracking(7, 4096, {disks[1]}, config);
+  ExpectEntry(*only_b.map, 3, 0, 1, "b.img");
+  EXPECT_FALSE(only_b.map->Lookup(9));
+  EXPECT_FALSE(only_b.map->Lookup(20));
+  // A disk that is none of the domain's: configured for another guest.
+  try {
+    OpenTracking(7, 4096, {disks[0], (dir_ / "c.img").string()}, config);
+    ADD_FAILURE() << "a foreign disk was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("c.img) is none of this domain's devices"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace
