@@ -12,6 +12,7 @@ PKGS=(
   nfs-ganesha nfs-ganesha-vfs rpcbind
   iproute2 procps
   clang libclang-rt-14-dev  # scripts/fuzz.sh: clang's libFuzzer and sanitizer runtimes
+  dpkg-dev patch xz-utils libyajl-dev  # scripts/check-xen-patches.sh: xen source, xl build
 )
 
 missing=()
