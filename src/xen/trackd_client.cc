@@ -46,7 +46,7 @@ std::unique_ptr<TrackdIoTap> TrackdIoTap::Connect(const std::string& socket_path
   if (disks.empty()) {
     for (const TrackdDevice& d : tap->devices_) tap->remap_.push_back(d.disk);
   } else {
-    tap->remap_ = TrackdDiskRemap(tap->devices_, disks);
+    tap->remap_ = TrackdDiskRemap(tap->devices_, disks, &tap->untracked_);
   }
   for (;;) {
     Frame f = next();
@@ -173,7 +173,8 @@ uint64_t TrackdIoTap::resets_received() const {
 }
 
 std::vector<uint32_t> TrackdDiskRemap(const std::vector<TrackdDevice>& devices,
-                                      const std::vector<std::string>& disks) {
+                                      const std::vector<std::string>& disks,
+                                      std::vector<size_t>* untracked) {
   auto same = [](const std::string& a, const std::string& b) {
     struct stat sa, sb;
     if (stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0) {
@@ -182,6 +183,8 @@ std::vector<uint32_t> TrackdDiskRemap(const std::vector<TrackdDevice>& devices,
     return a == b;
   };
   std::vector<uint32_t> remap(devices.size(), P2bMap::kMaxDisks);
+  size_t matched = 0;
+  std::string first_missing;
   for (size_t i = 0; i < disks.size(); ++i) {
     bool found = false;
     for (size_t d = 0; d < devices.size(); ++d) {
@@ -190,14 +193,20 @@ std::vector<uint32_t> TrackdDiskRemap(const std::vector<TrackdDevice>& devices,
         found = true;
       }
     }
-    if (!found) {
-      std::string known;
-      for (const TrackdDevice& d : devices) known += fmt::format(" {}={}", d.devid, d.path);
-      throw Error(ErrorKind::kInvalidArgument,
-                  fmt::format("disk {} of P2BMIG_DISKS ({}) is none of this domain's devices "
-                              "according to p2bmig-trackd:{}",
-                              i, disks[i], known.empty() ? " none" : known));
+    if (found) {
+      ++matched;
+    } else if (untracked != nullptr) {
+      untracked->push_back(i);
     }
+    if (!found && first_missing.empty()) first_missing = fmt::format("disk {} ({})", i, disks[i]);
+  }
+  if (matched == 0 && !disks.empty()) {
+    std::string known;
+    for (const TrackdDevice& d : devices) known += fmt::format(" {}={}", d.devid, d.path);
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("none of P2BMIG_DISKS is a blkback device of this domain according "
+                            "to p2bmig-trackd (first: {}; the daemon knows:{})",
+                            first_missing, known.empty() ? " nothing" : known));
   }
   return remap;
 }

@@ -58,6 +58,8 @@ class TrackdIoTap : public IoTap {
   const std::vector<TrackdDevice>& devices() const { return devices_; }
   // For each of the daemon's disk indexes, the helper's (or kMaxDisks).
   const std::vector<uint32_t>& disk_remap() const { return remap_; }
+  // Indexes of the helper's disks the daemon does not track.
+  const std::vector<size_t>& untracked_disks() const { return untracked_; }
   uint64_t snapshot_entries() const { return snapshot_entries_; }
   uint64_t events_received() const;
   uint64_t resets_received() const;
@@ -72,6 +74,7 @@ class TrackdIoTap : public IoTap {
   P2bMap* const map_;
   std::vector<TrackdDevice> devices_;
   std::vector<uint32_t> remap_;
+  std::vector<size_t> untracked_;
   uint32_t Remap(uint32_t daemon_disk) const;
   uint64_t snapshot_entries_ = 0;
 
@@ -90,10 +93,13 @@ class TrackdIoTap : public IoTap {
 // For each of the daemon's devices (in its disk order), the index in `disks`
 // of the same image (compared by device and inode, or by path if either
 // cannot be stat'ed), or P2bMap::kMaxDisks if the helper does not name it.
-// Throws Error(kInvalidArgument) if one of `disks` is none of the domain's
-// devices: the helper was configured for another guest.
+// Indexes of `disks` that are no blkback device of the domain (a QEMU-backed
+// disk, say) go to `untracked`: they get no mappings. Throws
+// Error(kInvalidArgument) if none of `disks` is one of the domain's devices:
+// the helper was configured for another guest.
 std::vector<uint32_t> TrackdDiskRemap(const std::vector<TrackdDevice>& devices,
-                                      const std::vector<std::string>& disks);
+                                      const std::vector<std::string>& disks,
+                                      std::vector<size_t>* untracked = nullptr);
 
 }  // namespace p2bmig
 

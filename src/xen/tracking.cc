@@ -58,6 +58,10 @@ Tracking OpenTracking(uint32_t domid, uint64_t nr_pfns, const std::vector<std::s
       t.snapshot_pages = map->size();
       t.description = fmt::format("p2bmig-trackd at {}: snapshot of {} mapped page(s)", socket,
                                   t.snapshot_pages);
+      for (size_t i : tap->untracked_disks()) {
+        t.description +=
+            fmt::format("; disk {} ({}) is not a blkback device: no mappings for it", i, disks[i]);
+      }
       t.tap = std::move(tap);
       return t;
     }
