@@ -222,6 +222,7 @@ HelperOutcome RunSaveHelper(const HelperArgs& args, const SaveHelperConfig& conf
   // starts: on save the guest is then still running untouched.
   std::unique_ptr<Domain> domain;
   std::unique_ptr<BlockStore> store;
+  uint64_t restore_pfns = 0;  // the resolver's pfn bound
   Tracking tracking;
   try {
     if (p2bmig && save) {
@@ -230,6 +231,8 @@ HelperOutcome RunSaveHelper(const HelperArgs& args, const SaveHelperConfig& conf
       tracking = OpenTracking(args.domid, domain->nr_pfns(), config.disks, config.tracking);
       Log(fmt::format("save of domain {}: {}", args.domid, tracking.description));
     } else if (p2bmig) {
+      restore_pfns = hooks.restore_pfn_bound ? hooks.restore_pfn_bound(args.domid)
+                                             : XenRestorePfnBound(args.domid);
       store = OpenBlockStore(config.disks);
     }
   } catch (const Error& e) {
@@ -307,7 +310,9 @@ HelperOutcome RunSaveHelper(const HelperArgs& args, const SaveHelperConfig& conf
         CopyLibxcStream(io.get(), pipe.get());
       } else {
         StreamWriter writer(pipe.get());
-        Resolver resolver(store.get(), &writer);
+        ResolverOptions resolver_options;
+        resolver_options.nr_pfns = restore_pfns;
+        Resolver resolver(store.get(), &writer, resolver_options);
         StreamReader reader(io.get());
         Pump(&reader, &resolver);
         const ResolverStats st = resolver.stats();

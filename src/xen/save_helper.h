@@ -76,6 +76,9 @@ struct SaveHelperHooks {
   // Opens the domain being saved in "p2bmig" mode. Unset: XenDomain::Open.
   std::function<std::unique_ptr<Domain>(uint32_t domid, const std::vector<std::string>& disks)>
       open_domain;
+  // The pfn bound of the domain being restored in "p2bmig" mode (the
+  // resolver refuses pages beyond it). Unset: XenRestorePfnBound.
+  std::function<uint64_t(uint32_t domid)> restore_pfn_bound;
 };
 
 struct HelperOutcome {

@@ -137,6 +137,35 @@ std::vector<Pfn> DirtyBitmapToPfns(std::span<const uint64_t> bitmap, uint64_t nr
   return pfns;
 }
 
+uint64_t RestorePfnBound(uint64_t max_pages) { return max_pages + kPfnsBelow4GiB; }
+
+uint64_t XenRestorePfnBound(uint32_t domid) {
+  CheckXenControlInterface(XenOpenOptions{}.control_nodes);
+  xentoollog_logger_stdiostream* logger = xtl_createlogger_stdiostream(stderr, XTL_ERROR, 0);
+  xentoollog_logger* lg = reinterpret_cast<xentoollog_logger*>(logger);
+  xc_interface* xch = xc_interface_open(lg, lg, 0);
+  if (xch == nullptr) {
+    const int e = errno;
+    xtl_logger_destroy(lg);
+    ThrowXen(ErrorKind::kIo, "cannot open the Xen control interface (xc_interface_open)", e);
+  }
+  xc_domaininfo_t info;
+  std::memset(&info, 0, sizeof(info));
+  const int n = xc_domain_getinfolist(xch, domid, 1, &info);
+  const int e = errno;
+  xc_interface_close(xch);
+  xtl_logger_destroy(lg);
+  if (n < 0) ThrowXen(ErrorKind::kIo, fmt::format("xc_domain_getinfolist of domain {}", domid), e);
+  if (n != 1 || info.domain != domid) {
+    throw Error(ErrorKind::kInvalidArgument, fmt::format("there is no domain with id {}", domid));
+  }
+  if (info.max_pages == 0) {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("domain {} has no memory limit yet; cannot bound its pfns", domid));
+  }
+  return RestorePfnBound(info.max_pages);
+}
+
 // --- XenDomain -------------------------------------------------------------
 
 struct XenDomain::Impl {

@@ -96,7 +96,27 @@ class XenDomain : public Domain {
   std::unique_ptr<Impl> impl_;
 };
 
+// The bound on pfns when restoring into domain `domid` (what the resolver
+// checks every mapping and zero page against): RestorePfnBound of the
+// domain's max_pages as libxl set it before the restore started
+// (xc_domain_getinfolist). Throws Error(kIo) when this is not a Xen dom0,
+// Error(kInvalidArgument) when there is no such domain or it has no memory
+// limit yet.
+uint64_t XenRestorePfnBound(uint32_t domid);
+
 // --- Pure helpers, exposed for tests --------------------------------------
+
+// Pfns below 4 GiB, which an HVM guest's MMIO hole and special pages may
+// take (its RAM is then relocated above 4 GiB), and where a PV guest's
+// E820 holes lie.
+inline constexpr uint64_t kPfnsBelow4GiB = uint64_t{1} << 20;
+
+// A guest with `max_pages` pages of memory has no RAM pfn at or beyond
+// max_pages + kPfnsBelow4GiB: every pfn is either RAM (at most max_pages of
+// them) or in a hole, and holes lie below 4 GiB. The pfn numbers themselves
+// are what libxc's restore populates, so this bounds them without trusting
+// the stream.
+uint64_t RestorePfnBound(uint64_t max_pages);
 
 // Throws Error(kIo, "cannot open the Xen control interface: is this a Xen
 // dom0? (...)") unless one of `nodes` exists.

@@ -488,6 +488,50 @@ TEST_F(SaveHelperTest, P2bmigSaveWithoutXenFailsBeforeStartingTheHelper) {
   EXPECT_FALSE(fs::exists(out_ / "argv"));
 }
 
+TEST_F(SaveHelperTest, P2bmigRestoreWithoutXenFailsBeforeStartingTheHelper) {
+  // The restore's pfn bound comes from the domain libxl created; without Xen
+  // there is none, and nothing may reach the real helper.
+  struct stat st;
+  if (stat("/dev/xen/privcmd", &st) == 0) GTEST_SKIP() << "this is a Xen dom0";
+  WriteFile(dir_ / "disk.img", Bytes(4 * kPageSize, 1));
+  WriteFile(dir_ / "stdin", {});
+  WriteFile(dir_ / "incoming", MakeStream());
+  env_["P2BMIG_MODE"] = "p2bmig";
+  env_["P2BMIG_DISKS"] = (dir_ / "disk.img").string();
+  const int io = open((dir_ / "incoming").c_str(), O_RDONLY | O_CLOEXEC);
+  const pid_t pid = Spawn(RestoreArgv(5), 5, io, dir_ / "stdin", dir_ / "stdout", dir_ / "stderr");
+  close(io);
+  const int status = Wait(pid);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_NE(ReadText(dir_ / "stderr").find("is this a Xen dom0?"), std::string::npos)
+      << ReadText(dir_ / "stderr");
+  EXPECT_FALSE(fs::exists(out_ / "argv"));
+}
+
+// Restores `stream` in-process in "p2bmig" mode with the pfn bound `bound`
+// (what XenRestorePfnBound would give) and the one disk at `disk`.
+HelperOutcome RestoreInProcess(const fs::path& fake, const fs::path& out, const fs::path& input,
+                               const fs::path& disk, uint64_t bound, uint32_t* bound_domid) {
+  setenv("FAKE_OUT", out.c_str(), 1);
+  setenv("FAKE_SKIP_STDIO", "1", 1);  // stdin/stdout are the test runner's
+  const int io = open(input.c_str(), O_RDONLY | O_CLOEXEC);
+  SaveHelperConfig config;
+  config.mode = WrapMode::kP2bmig;
+  config.real_helper = fake.string();
+  config.disks = {disk.string()};
+  SaveHelperHooks hooks;
+  hooks.restore_pfn_bound = [&](uint32_t domid) {
+    *bound_domid = domid;
+    return bound;
+  };
+  HelperOutcome outcome = RunSaveHelper(ParseHelperArgs(RestoreArgv(io)), config, hooks);
+  close(io);
+  unsetenv("FAKE_OUT");
+  unsetenv("FAKE_SKIP_STDIO");
+  return outcome;
+}
+
 TEST_F(SaveHelperTest, P2bmigRestoreResolvesMappingsFromTheDisks) {
   // A 64 KiB image; pfn 5 is mapped to its block 3.
   Bytes disk(16 * kPageSize);
@@ -499,12 +543,12 @@ TEST_F(SaveHelperTest, P2bmigRestoreResolvesMappingsFromTheDisks) {
   const Bytes stream = MakeStream(
       {MakeP2bDisks(sizes), MakePageMappings(std::span<const PageMapping>(&mapping, 1))});
   WriteFile(dir_ / "incoming", Concat(stream, kTrailer));
-  env_["P2BMIG_MODE"] = "p2bmig";
-  env_["P2BMIG_DISKS"] = (dir_ / "disk.img").string();
-  const int io = open((dir_ / "incoming").c_str(), O_RDONLY | O_CLOEXEC);
-  const int status = Run(RestoreArgv(5), io);
-  ASSERT_TRUE(WIFEXITED(status)) << status;
-  EXPECT_EQ(WEXITSTATUS(status), 0);
+  uint32_t bound_domid = 0;
+  const HelperOutcome outcome =
+      RestoreInProcess(fake_, out_, dir_ / "incoming", dir_ / "disk.img", 6, &bound_domid);
+  EXPECT_EQ(outcome.exit_code, 0) << outcome.error;
+  EXPECT_EQ(outcome.signal, 0);
+  EXPECT_EQ(bound_domid, 7u);
 
   const std::vector<Record> records = ParseRecords(ReadFile(out_ / "received"));
   for (const Record& r : records) {
@@ -515,24 +559,43 @@ TEST_F(SaveHelperTest, P2bmigRestoreResolvesMappingsFromTheDisks) {
   EXPECT_EQ(pages[5], Bytes(block3, block3 + kPageSize));
   EXPECT_EQ(pages[1], PatternPage(1));
   EXPECT_EQ(records.back().type, rec::kEnd);
+}
 
-  Bytes rest(64);
-  const ssize_t n = read(io, rest.data(), rest.size());
-  close(io);
-  EXPECT_EQ(n, static_cast<ssize_t>(kTrailer.size()));
+TEST_F(SaveHelperTest, P2bmigRestoreRefusesPfnsBeyondTheDomain) {
+  // The same stream into a domain of 5 pfns: pfn 5 is outside, refused
+  // before anything is fetched for it (invariant I5).
+  Bytes disk(16 * kPageSize, 7);
+  WriteFile(dir_ / "disk.img", disk);
+  const uint64_t sizes[] = {disk.size()};
+  const PageMapping mapping{5, page_type::kNotab, BlockAddr{0, 3}, PageHash(disk.data())};
+  WriteFile(dir_ / "incoming",
+            MakeStream({MakeP2bDisks(sizes),
+                        MakePageMappings(std::span<const PageMapping>(&mapping, 1))}));
+  uint32_t bound_domid = 0;
+  const HelperOutcome outcome =
+      RestoreInProcess(fake_, out_, dir_ / "incoming", dir_ / "disk.img", 5, &bound_domid);
+  EXPECT_EQ(outcome.exit_code, 1);
+  EXPECT_NE(outcome.error.find("pfn"), std::string::npos) << outcome.error;
+  // The real helper never saw a page for pfn 5.
+  if (fs::exists(out_ / "received")) {
+    std::map<Pfn, Bytes> pages;
+    try {
+      pages = PagesOf(ParseRecords(ReadFile(out_ / "received")));
+    } catch (const Error&) {
+      // A stream cut short: fine, as long as pfn 5 is not in it.
+    }
+    EXPECT_EQ(pages.count(5), 0u);
+  }
 }
 
 TEST_F(SaveHelperTest, P2bmigRestoreRefusesAStreamForOtherDisks) {
   const uint64_t sizes[] = {1u << 20};
   WriteFile(dir_ / "disk.img", Bytes(4 * kPageSize, 1));
   WriteFile(dir_ / "incoming", MakeStream({MakeP2bDisks(sizes)}));
-  env_["P2BMIG_MODE"] = "p2bmig";
-  env_["P2BMIG_DISKS"] = (dir_ / "disk.img").string();
-  const int io = open((dir_ / "incoming").c_str(), O_RDONLY | O_CLOEXEC);
-  const int status = Run(RestoreArgv(5), io);
-  close(io);
-  ASSERT_TRUE(WIFEXITED(status)) << status;
-  EXPECT_NE(WEXITSTATUS(status), 0);
+  uint32_t bound_domid = 0;
+  const HelperOutcome outcome =
+      RestoreInProcess(fake_, out_, dir_ / "incoming", dir_ / "disk.img", 1u << 20, &bound_domid);
+  EXPECT_NE(outcome.exit_code, 0);
 }
 
 // A domain in memory, for the save side of "p2bmig" mode without Xen.
