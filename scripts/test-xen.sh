@@ -37,7 +37,7 @@ avail_kb=$(awk '/MemAvailable/{print $2}' /proc/meminfo)
 [ -f "$BUILD/CMakeCache.txt" ] || cmake --preset default -B "$BUILD" -S "$ROOT"
 targets=(p2bmig-save-helper)
 TRACKD_ARG=()
-if cmake --build "$BUILD" --target help 2>/dev/null | grep -qw p2bmig-trackd; then
+if grep -q '/p2bmig-trackd\.dir$' "$BUILD/CMakeFiles/TargetDirectories.txt"; then
   targets+=(p2bmig-trackd)
   TRACKD_ARG=(--trackd "$BUILD/p2bmig-trackd")
 fi

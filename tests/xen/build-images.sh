@@ -213,7 +213,7 @@ echo '127.0.0.1 localhost dom0' > dom0-root/etc/hosts
 # ssh to localhost, for `xl migrate <guest> localhost`
 mkdir -p dom0-root/root/.ssh
 chmod 700 dom0-root/root/.ssh
-[ -f dom0-root/root/.ssh/id_ed25519 ] || ssh-keygen -q -t ed25519 -N '' -f dom0-root/root/.ssh/id_ed25519
+[ -f dom0-root/root/.ssh/id_ed25519 ] || chroot dom0-root ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519
 cp dom0-root/root/.ssh/id_ed25519.pub dom0-root/root/.ssh/authorized_keys
 cat > dom0-root/root/.ssh/config <<EOF
 Host *
