@@ -294,8 +294,10 @@ HelperOutcome RunSaveHelper(const HelperArgs& args, const SaveHelperConfig& conf
       } else if (save) {
         StreamWriter writer(io.get());
         Filter filter(tracking.map.get(), domain.get(), tracking.tap.get(), &writer);
+        std::unique_ptr<RecordSink> front;  // hint-free mode: proposes entries
+        if (tracking.wrap_filter) front = tracking.wrap_filter(&filter);
         StreamReader reader(pipe.get());
-        Pump(&reader, &filter);
+        Pump(&reader, front ? front.get() : &filter);
         // libxc writes nothing after END; pass on whatever comes all the same.
         if (uint64_t extra = CopyToEnd(pipe.get(), io.get()); extra > 0) {
           Log(fmt::format("{} byte(s) after the libxc END record passed on as they were", extra));

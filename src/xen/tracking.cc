@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "xen/hint_free_tracking.h"
 #include "xen/trackd_client.h"
 #include "xen/trackd_protocol.h"
 
@@ -30,9 +31,11 @@ TrackingConfig TrackingConfigFromEnvironment() {
     c.source = TrackingSource::kTrackd;
   } else if (s == "none") {
     c.source = TrackingSource::kNone;
+  } else if (s == "index") {
+    c.source = TrackingSource::kIndex;
   } else {
     throw Error(ErrorKind::kInvalidArgument,
-                fmt::format("P2BMIG_TRACKING is \"{}\"; expected trackd or none", s));
+                fmt::format("P2BMIG_TRACKING is \"{}\"; expected trackd, none or index", s));
   }
   if (const char* sock = std::getenv("P2BMIG_TRACKD"); sock != nullptr && *sock) {
     c.trackd_socket = sock;
@@ -49,6 +52,8 @@ Tracking OpenTracking(uint32_t domid, uint64_t nr_pfns, const std::vector<std::s
       t.tap = std::make_unique<NullIoTap>();
       t.description = "no tracking (P2BMIG_TRACKING=none): empty map";
       return t;
+    case TrackingSource::kIndex:
+      return OpenHintFreeTracking(nr_pfns, disks);
     case TrackingSource::kTrackd: {
       const std::string socket =
           config.trackd_socket.empty() ? kDefaultTrackdSocket : config.trackd_socket;

@@ -9,6 +9,8 @@
 //       daemon's devid order to the helper's `disks` (configuration order).
 //   P2BMIG_TRACKING=none: an empty map and a tap that never reports; the
 //       stream then carries no mappings (zero pages are still elided).
+//   P2BMIG_TRACKING=index: hint-free (src/xen/hint_free_tracking.h): a
+//       content index of the images, writes traced at their loop devices.
 //
 // Thread safety: OpenTracking may be called from any thread; see IoTap and
 // P2bMap for the objects it returns.
@@ -17,16 +19,18 @@
 #define P2BMIG_XEN_TRACKING_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <p2bmig/io_event.h>
 #include <p2bmig/p2b_map.h>
+#include <p2bmig/stream.h>
 
 namespace p2bmig {
 
-enum class TrackingSource { kTrackd, kNone };
+enum class TrackingSource { kTrackd, kNone, kIndex };
 
 struct TrackingConfig {
   TrackingSource source = TrackingSource::kTrackd;
@@ -43,6 +47,9 @@ struct Tracking {
   std::unique_ptr<IoTap> tap;
   uint64_t snapshot_pages = 0;  // entries the map started with
   std::string description;      // for the helper's log line
+  // If set, what the save loop's stream goes through before the filter
+  // (hint-free mode: the sink that proposes entries from the index).
+  std::function<std::unique_ptr<RecordSink>(RecordSink* filter)> wrap_filter;
 };
 
 // The map of domain `domid` (`nr_pfns` pages, disks `disks` in

@@ -35,7 +35,9 @@
 #include <p2bmig/types.h>
 
 #include "test_util/memory_stream.h"
+#include "test_util/sim_fixture.h"
 #include "xen/helper_args.h"
+#include "xen/hint_free_tracking.h"
 #include "xen/stream_copy.h"
 
 extern char** environ;
@@ -690,6 +692,84 @@ TEST_F(SaveHelperTest, P2bmigSaveOfABadStreamFails) {
   EXPECT_EQ(outcome.exit_code, 1);
   EXPECT_EQ(outcome.signal, 0);
   EXPECT_NE(outcome.error.find("image marker"), std::string::npos) << outcome.error;
+}
+
+// Hint-free mode end to end, where this machine allows it (root, tracefs,
+// loop devices): the disk is an image behind a loop device, as xen-blkback
+// serves a file disk; page 2 of the stream equals block 5 of the image and
+// must leave as a mapping, page 1 (on no block) as data.
+TEST_F(SaveHelperTest, P2bmigSaveHintFreeSendsMappingsFromTheIndex) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (tracefs, loop devices)";
+  Bytes image(64 * kPageSize, 0x5A);
+  const Bytes p2 = PatternPage(2);
+  std::copy(p2.begin(), p2.end(), image.begin() + 5 * kPageSize);
+  WriteFile(dir_ / "disk.img", image);
+  FILE* losetup =
+      popen(("losetup -f --show " + (dir_ / "disk.img").string() + " 2>/dev/null").c_str(), "r");
+  char dev[64] = {0};
+  if (losetup == nullptr || fgets(dev, sizeof(dev), losetup) == nullptr) {
+    if (losetup != nullptr) pclose(losetup);
+    GTEST_SKIP() << "no loop device";
+  }
+  pclose(losetup);
+  std::string loop = dev;
+  while (!loop.empty() && loop.back() == '\n') loop.pop_back();
+  struct Detach {
+    std::string dev;
+    ~Detach() { std::system(("losetup -d " + dev).c_str()); }
+  } detach{loop};
+  if (!fs::exists("/sys/kernel/tracing/instances") &&
+      !fs::exists("/sys/kernel/debug/tracing/instances")) {
+    GTEST_SKIP() << "no tracefs";
+  }
+  EXPECT_EQ(BlockDeviceOf((dir_ / "disk.img").string()), loop);
+
+  WriteFile(dir_ / "stream", MakeStream());
+  setenv("FAKE_OUT", out_.c_str(), 1);
+  setenv("FAKE_STREAM", (dir_ / "stream").c_str(), 1);
+  setenv("FAKE_SKIP_STDIO", "1", 1);
+  const int io = open((dir_ / "saved").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  SaveHelperConfig config;
+  config.mode = WrapMode::kP2bmig;
+  config.real_helper = fake_.string();
+  config.disks = {(dir_ / "disk.img").string()};
+  config.tracking.source = TrackingSource::kIndex;
+  SaveHelperHooks hooks;
+  hooks.open_domain = [](uint32_t, const std::vector<std::string>&) {
+    return std::unique_ptr<Domain>(std::make_unique<FakeDomain>());
+  };
+  HelperOutcome outcome = RunSaveHelper(ParseHelperArgs(SaveArgv(io)), config, hooks);
+  close(io);
+  unsetenv("FAKE_OUT");
+  unsetenv("FAKE_STREAM");
+  unsetenv("FAKE_SKIP_STDIO");
+  ASSERT_EQ(outcome.exit_code, 0) << outcome.error;
+
+  std::vector<PageMapping> mappings;
+  for (const Record& r : ParseRecords(ReadFile(dir_ / "saved"))) {
+    if (r.type == rec::kP2bPageMappings) {
+      for (const PageMapping& m : ParsePageMappings(r)) mappings.push_back(m);
+    }
+  }
+  ASSERT_EQ(mappings.size(), 1u);
+  EXPECT_EQ(mappings[0].pfn, 2u);
+  EXPECT_EQ(mappings[0].addr, (BlockAddr{0, 5}));
+  std::map<Pfn, Bytes> pages = PagesOf(ParseRecords(ReadFile(dir_ / "saved")));
+  EXPECT_EQ(pages.count(2), 0u);
+  EXPECT_EQ(pages[1], PatternPage(1));
+}
+
+TEST(SaveHelperHintFreeTest, BlockDeviceOfAnImageWithoutLoopIsAClearError) {
+  test::TempDir dir;
+  const std::string image = dir.File("lonely.img");
+  std::ofstream(image) << "x";
+  try {
+    BlockDeviceOf(image);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no loop device backs"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(BlockDeviceOf(dir.File("missing.img")), Error);
 }
 
 }  // namespace
