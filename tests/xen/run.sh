@@ -15,12 +15,12 @@
 # Prints the serial log's TIMING/STEP/RETRY/XEN- lines and, last, the result
 # line `XEN-RESULT ...` (exit 0) or the failure (exit 1).
 # Env: W (build dir, default /tmp/p2bmig-xen/build), TMO (hard limit in s,
-#      default 2400), LOG (serial log).
+#      default 1800), LOG (serial log).
 set -u
 GUEST=${1:?usage: run.sh pv|pvh [shell]}
 MODE=${2:-test}
 W=${W:-/tmp/p2bmig-xen/build}
-TMO=${TMO:-2400}
+TMO=${TMO:-1800}
 LOG=${LOG:-$W/serial-$GUEST-$(date +%Y%m%d-%H%M%S).log}
 for f in xen-current.elf vmlinuz dom0.cpio hypervisors.env; do
   [ -f "$W/$f" ] || { echo "missing $W/$f: run build-images.sh first"; exit 2; }

@@ -4,7 +4,9 @@
 # Guest: /root/domu/domu-$GUEST.cfg (GUEST from domutype=pv|pvh on the kernel
 # command line), whose disk is a raw image file in dom0. Its workload
 # (domu-init.sh) fills its page cache from that disk, keeps a tmpfs of random
-# data, ticks every second and prints checksums of both every 10 ticks.
+# data, ticks every second and prints checksums of both every 10 ticks, after
+# which it reads its files again (a guest that arrived by migration or
+# restore is unknown to this dom0's map until it reads).
 #
 # Steps, each followed by the same checks (the guest ticks on, did not reboot,
 # every checksum it printed is the image's / its first one):
@@ -67,6 +69,7 @@ console() { cat $LOGDIR/guest-*.log 2>/dev/null | tr -d '\r'; }
 crashed() { xl list 2>/dev/null | awk '$1 ~ /^domu/ {print $5}' | grep -q c; }
 maxtick() { console | awk '$1=="tick"{if($2>m)m=$2} END{print m+0}'; }
 maxcheck() { console | awk '$1=="CHECK"{if($2>m)m=$2} END{print m+0}'; }
+maxreread() { console | awk '$1=="REREAD"{if($2>m)m=$2} END{print m+0}'; }
 wait_for() {  # seconds command...: until the command succeeds, or the guest crashes
   local to=$1 s
   shift
@@ -103,6 +106,9 @@ guest_ok() {
   wait_for 240 newer maxcheck "$c" || { GUEST_FAILURE="$label: no CHECK after the step"; return 1; }
   checksums_ok || { GUEST_FAILURE="$label: guest memory changed"; return 1; }
   timing "$label-guest-checked" "$(dt "$s" "$(now)")"
+  # The map of a guest that arrived by migration or restore is empty until
+  # it reads again: wait for its next re-read before the next p2bmig step.
+  wait_for 300 newer maxreread "$c" || { GUEST_FAILURE="$label: no REREAD after the step"; return 1; }
 }
 
 BOOTS=0
