@@ -27,7 +27,7 @@ cat >"$WORK/bin/xl" <<'EOF'
 {
   echo "--- run"
   for a in "$@"; do printf 'arg[%s]\n' "$a"; done
-  for v in LIBXL_SAVE_HELPER P2BMIG_MODE P2BMIG_DISKS P2BMIG_HINTS; do
+  for v in LIBXL_SAVE_HELPER P2BMIG_MODE P2BMIG_DISKS P2BMIG_TRACKING; do
     eval "printf '%s=%s\n' $v \"\${$v-<unset>}\""
   done
 } >>"$FAKE_XL_LOG"
@@ -158,8 +158,8 @@ expect_argv save -p -- vm1 "$WORK/vm1.save"
 expect_env LIBXL_SAVE_HELPER "$WORK/helper"
 expect_env P2BMIG_MODE p2bmig
 expect_env P2BMIG_DISKS "/srv/nfs/vm1/b.img,/srv/nfs/vm1/a.img"
-P2BMIG_HINTS=index expect_exit 0 "P2BMIG_HINTS reaches xl" -- "$WRAPPER" save --dedup vm1 f
-expect_env P2BMIG_HINTS index
+P2BMIG_TRACKING=index expect_exit 0 "P2BMIG_TRACKING reaches xl" -- "$WRAPPER" save --dedup vm1 f
+expect_env P2BMIG_TRACKING index
 FAKE_XL_STATUS=5 expect_exit 5 "xl's exit status is kept (save --dedup)" -- "$WRAPPER" save --dedup vm1 f
 
 : >"$LOG"
