@@ -57,6 +57,12 @@ struct Client {
 
 }  // namespace
 
+struct PendingDrain {
+  Client* client;
+  uint64_t token;
+  std::chrono::steady_clock::time_point deadline;
+};
+
 struct Trackd::Impl {
   TrackdOptions opt;
   TrackdHost* host;
@@ -65,6 +71,7 @@ struct Trackd::Impl {
   TapDecoder decoder;
   std::map<uint32_t, DomainState> domains;
   std::vector<std::unique_ptr<Client>> clients;
+  std::vector<PendingDrain> drains;
   TrackdStats stats;
   std::vector<uint8_t> read_buf = std::vector<uint8_t>(1 << 16);
 
@@ -458,9 +465,9 @@ struct Trackd::Impl {
         if (f->type == TrackdMsg::kWatch && !c.watching) {
           Watch(c, DecodeWatch(*f));
         } else if (f->type == TrackdMsg::kDrain && c.watching) {
-          const uint64_t token = DecodeToken(*f);
-          ReadTap();
-          Send(c, EncodeToken(TrackdMsg::kDrained, token));
+          drains.push_back(PendingDrain{
+              &c, DecodeToken(*f),
+              std::chrono::steady_clock::now() + std::chrono::milliseconds(opt.drain_timeout_ms)});
         } else {
           throw Error(ErrorKind::kMalformedStream,
                       fmt::format("unexpected message {}", static_cast<uint32_t>(f->type)));
@@ -469,6 +476,43 @@ struct Trackd::Impl {
     } catch (const Error& e) {
       spdlog::warn("client: {}", e.what());
       Send(c, EncodeText(TrackdMsg::kError, e.what()), true);
+    }
+  }
+
+  // True once no device of the domain has a request inside blkback (or the
+  // count is unknown).
+  bool Quiet(uint32_t domid) {
+    auto it = domains.find(domid);
+    if (it == domains.end()) return true;
+    for (const Device& dev : it->second.devices) {
+      std::optional<uint64_t> n = host->DeviceInflight(domid, dev.vbd.devid);
+      if (n && *n > 0) return false;
+    }
+    return true;
+  }
+
+  // Answers the drains whose domain is quiet (or whose time is up), after
+  // reading everything the tap holds.
+  void CompleteDrains() {
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<PendingDrain> ready;
+    std::erase_if(drains, [&](const PendingDrain& d) {
+      if (d.client->dead || d.client->closing) return true;
+      const bool quiet = Quiet(d.client->domid);
+      if (!quiet && now < d.deadline) return false;
+      if (!quiet) {
+        ++stats.drain_timeouts;
+        spdlog::warn("domain {}: requests still in flight after {} ms; drained without them",
+                     d.client->domid, opt.drain_timeout_ms);
+      }
+      ready.push_back(d);
+      return true;
+    });
+    if (ready.empty()) return;
+    ReadTap();
+    for (const PendingDrain& d : ready) {
+      ++stats.drains;
+      Send(*d.client, EncodeToken(TrackdMsg::kDrained, d.token));
     }
   }
 
@@ -494,7 +538,8 @@ struct Trackd::Impl {
         fds.push_back(
             {c->fd, static_cast<short>(POLLIN | (c->out.size() > c->out_pos ? POLLOUT : 0)), 0});
       }
-      const int rc = poll(fds.data(), fds.size(), opt.housekeeping_ms);
+      // While a drain waits for in-flight requests, look again soon.
+      const int rc = poll(fds.data(), fds.size(), drains.empty() ? opt.housekeeping_ms : 5);
       if (rc < 0 && errno != EINTR) throw Error(ErrorKind::kIo, "poll: " + Errno());
       if (rc > 0 && fds[0].revents != 0) return;
       if (rc > 0 && fds[1].revents != 0) ReadTap();
@@ -506,7 +551,9 @@ struct Trackd::Impl {
         ForgetDeadDomains();
         next_check = Clock::now() + std::chrono::milliseconds(opt.housekeeping_ms);
       }
+      CompleteDrains();
       for (auto& c : clients) Flush(*c);
+      std::erase_if(drains, [](const PendingDrain& d) { return d.client->dead; });
       std::erase_if(clients, [](const std::unique_ptr<Client>& c) {
         if (c->dead) close(c->fd);
         return c->dead;

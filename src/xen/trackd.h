@@ -18,11 +18,15 @@
 // with persistent grants makes its domain refused: no map, kError to
 // clients. A domain that no longer exists is forgotten (kGone).
 //
-// Drain (I4): a kDrain is answered after the tap has been read until it had
-// nothing more (read() returned EAGAIN) and every record read was applied
-// and forwarded. The kernel queues a request's record when its last bio
-// completes, before blkback puts the response on the guest's ring; requests
-// still in flight inside blkback when the drain arrives are not covered.
+// Drain (I4): a kDrain is answered once every device of the domain reports
+// no request in flight (TrackdHost::DeviceInflight, the patched module's
+// statistics/inflight; polled, at most drain_timeout_ms), and then after the
+// tap has been read until it had nothing more (read() returned EAGAIN) and
+// every record read was applied and forwarded. The kernel queues a
+// request's record when its last bio completes, before blkback answers the
+// guest, and the in-flight count drops after the answer: at zero, the tap
+// holds every finished request. Without the counter (or after the
+// timeout, which is logged) requests still inside blkback are not covered.
 //
 // Thread safety: single-threaded; Run() owns the object.
 
@@ -46,6 +50,8 @@ struct TrackdOptions {
   // A discard (or failed write) longer than this drops the domain's map
   // rather than removing entries block by block (1 GiB).
   uint64_t max_invalidate_sectors = uint64_t{1} << 21;
+  // Longest wait of a drain for in-flight requests to finish.
+  int drain_timeout_ms = 10000;
   // A client that lets this much output pile up is disconnected.
   size_t max_client_backlog = size_t{256} << 20;
 };
@@ -55,6 +61,8 @@ struct TrackdStats {
   uint64_t lost_reports = 0;
   uint64_t events = 0;
   uint64_t malformed = 0;
+  uint64_t drains = 0;
+  uint64_t drain_timeouts = 0;
 };
 
 class Trackd {

@@ -32,6 +32,14 @@ class FileTrackdHost : public TrackdHost {
     return out;
   }
 
+  std::optional<uint64_t> DeviceInflight(uint32_t domid, uint32_t devid) override {
+    Load();
+    for (const auto& [key, n] : inflight_) {
+      if (key.first == domid && key.second == devid) return n;
+    }
+    return std::nullopt;
+  }
+
   std::optional<Pfn> MfnToPfn(uint64_t mfn) override {
     for (const Dom& d : doms_) {
       if (mfn >= d.mfn_base && mfn - d.mfn_base < d.nr_pfns) return mfn - d.mfn_base;
@@ -51,6 +59,7 @@ class FileTrackdHost : public TrackdHost {
     if (!in) throw Error(ErrorKind::kIo, fmt::format("cannot read test host file {}", path_));
     std::vector<Dom> doms;
     std::vector<std::pair<uint32_t, VbdInfo>> vbds;
+    std::vector<std::pair<std::pair<uint32_t, uint32_t>, uint64_t>> inflight;
     std::string line;
     while (std::getline(in, line)) {
       if (auto hash = line.find('#'); hash != std::string::npos) line.resize(hash);
@@ -68,12 +77,18 @@ class FileTrackdHost : public TrackdHost {
         if (!(ls >> domid >> v.devid >> v.params)) Malformed(line);
         v.persistent = (ls >> flag) && flag == "persistent";
         vbds.emplace_back(domid, v);
+      } else if (kind == "inflight") {
+        uint32_t domid = 0, devid = 0;
+        uint64_t n = 0;
+        if (!(ls >> domid >> devid >> n)) Malformed(line);
+        inflight.push_back({{domid, devid}, n});
       } else {
         Malformed(line);
       }
     }
     doms_ = std::move(doms);
     vbds_ = std::move(vbds);
+    inflight_ = std::move(inflight);
   }
 
   [[noreturn]] void Malformed(const std::string& line) {
@@ -83,6 +98,7 @@ class FileTrackdHost : public TrackdHost {
   const std::string path_;
   std::vector<Dom> doms_;
   std::vector<std::pair<uint32_t, VbdInfo>> vbds_;
+  std::vector<std::pair<std::pair<uint32_t, uint32_t>, uint64_t>> inflight_;
 };
 
 }  // namespace

@@ -48,6 +48,10 @@ class TrackdHost {
   // The guest pfn the M2P table gives for machine frame `mfn`, or nothing
   // (no such frame, or not a guest's).
   virtual std::optional<Pfn> MfnToPfn(uint64_t mfn) = 0;
+
+  // Requests of the device that blkback submitted and has not answered yet
+  // (the patched module's statistics/inflight), or nothing if unknown.
+  virtual std::optional<uint64_t> DeviceInflight(uint32_t domid, uint32_t devid) = 0;
 };
 
 // Opens libxenctrl, maps the M2P table read-only and connects to xenstore.
@@ -58,6 +62,7 @@ std::unique_ptr<TrackdHost> OpenXenTrackdHost();
 // to make domains appear and die). One item per line, '#' starts a comment:
 //   domain <domid> <nr_pfns> <mfn_base>   frames mfn_base + pfn belong to it
 //   vbd <domid> <devid> <params> [persistent]
+//   inflight <domid> <devid> <count>     (absent: unknown)
 // Not for production: the daemon takes it only with --test-host.
 std::unique_ptr<TrackdHost> OpenFileTrackdHost(const std::string& path);
 

@@ -2,6 +2,7 @@
 // libxenstore (the backend directories of the domain's vbds).
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -102,6 +103,18 @@ class XenTrackdHost : public TrackdHost {
     }
     std::free(devs);
     return out;
+  }
+
+  std::optional<uint64_t> DeviceInflight(uint32_t domid, uint32_t devid) override {
+    const std::string path =
+        fmt::format("/sys/bus/xen-backend/devices/vbd-{}-{}/statistics/inflight", domid, devid);
+    FILE* f = std::fopen(path.c_str(), "re");
+    if (f == nullptr) return std::nullopt;  // the stock module has no such file
+    unsigned long long n = 0;
+    const bool ok = std::fscanf(f, "%llu", &n) == 1;
+    std::fclose(f);
+    if (!ok) return std::nullopt;
+    return n;
   }
 
   std::optional<Pfn> MfnToPfn(uint64_t mfn) override {

@@ -6,6 +6,7 @@
 // (TrackdIoTap, OpenTracking) and check snapshots, streamed events, loss
 // reports, dying domains and the refusal of persistent grants.
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -262,6 +263,27 @@ TEST_F(TrackdTest, DrainCoversEverythingTheTapHeld) {
   w.tap->Drain();
   EXPECT_EQ(w.tap->events_received(), static_cast<uint64_t>(kRecords));
   ExpectEntry(*w.map, kRecords - 1, 0, (kRecords - 1) % 256, "a.img");
+}
+
+TEST_F(TrackdTest, DrainWaitsForRequestsInFlight) {
+  const std::string base = "domain 7 4096 500000\nvbd 7 51712 " + (dir_ / "a.img").string() + "\n";
+  SetHost(base + "inflight 7 51712 1\n");
+  StartDaemon();
+  Watcher w(sock_, 7, 4096);
+  // blkback says one request of xvda is still being served: the drain must
+  // wait for it, and then include its record.
+  std::atomic<bool> drained{false};
+  std::thread drainer([&] {
+    w.tap->Drain();
+    drained = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(drained.load());
+  Feed(Io(7, kXvda, BlkifOp::kRead, 8, Pages(kMfnBase7, 77, 1)));
+  SetHost(base + "inflight 7 51712 0\n");
+  drainer.join();
+  EXPECT_TRUE(drained.load());
+  ExpectEntry(*w.map, 77, 0, 1, "a.img");
 }
 
 TEST_F(TrackdTest, LostRecordsDropTheAffectedMaps) {
