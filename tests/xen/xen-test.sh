@@ -34,8 +34,7 @@ GUEST=pv
 grep -qw domutype=pvh /proc/cmdline && GUEST=pvh
 MIGRATE=1
 grep -qw migrate=0 /proc/cmdline && MIGRATE=0
-CFG=/root/domu/domu-$GUEST.cfg
-DISK=/root/domu/disk.img
+IMAGE=/root/domu/disk.img
 FILES_MD5=$(cat /root/domu/files.md5)
 . /root/domu/workload.env  # DOMU_MEM, DOMU_FILE_PAGES
 HELPER=/usr/local/bin/p2bmig-save-helper
@@ -44,7 +43,6 @@ XL_WRAPPER=/usr/local/bin/p2bmig-xl
 TAP_MODULE=/root/p2bmig/xen-blkback.ko
 LOGDIR=/var/log/xen/console
 WORK=/var/lib/xen/save  # a tmpfs of its own (dom0-init.sh)
-P2BMIG_ENV="LIBXL_SAVE_HELPER=$HELPER P2BMIG_MODE=p2bmig P2BMIG_DISKS=$DISK"
 # At least half of the pages the workload read must travel as mappings
 # (the rest of the page cache may have been evicted or rewritten).
 MIN_MAPPED=$((DOMU_FILE_PAGES / 2))
@@ -282,6 +280,14 @@ ssh -o BatchMode=yes localhost true || fail "ssh localhost does not work"
 
 HAVE_TAP_NOTE="" LATE_FAILURES=""
 setup_p2bmig
+# The image goes to the guest through a loop device set up here ("phy"):
+# the stock hotplug script's "file" path (losetup under a lock) can exceed
+# libxl's 10 s hotplug timeout when QEMU runs on a busy machine.
+DISK=$(losetup -f --show "$IMAGE") || fail "losetup $IMAGE"
+CFG=/root/domu/run-$GUEST.cfg
+sed "s|target=[^' ]*|target=$DISK|" "/root/domu/domu-$GUEST.cfg" > "$CFG"
+P2BMIG_ENV="LIBXL_SAVE_HELPER=$HELPER P2BMIG_MODE=p2bmig P2BMIG_DISKS=$DISK"
+echo "STEP $GUEST: disk $IMAGE on $DISK: $(grep '^disk' "$CFG")"
 start_guest
 
 MAPPED=0 DATA=0 LINK=0 BASE=0
@@ -309,7 +315,7 @@ sleep 2
 last=$(maxtick)
 destroy_guests
 mkdir -p /mnt/d
-mount -o loop "$DISK" /mnt/d || fail "mount the domU disk in dom0"  # rw: replays the journal
+mount "$DISK" /mnt/d || fail "mount the domU disk in dom0"  # rw: replays the journal
 echo "disk: bootcount=$(cat /mnt/d/bootcount) boots=$BOOTS ticks-on-disk=$(wc -l < /mnt/d/ticks) last-on-console=$last"
 [ "$(cat /mnt/d/bootcount)" = "$BOOTS" ] || fail "the guest rebooted (bootcount != $BOOTS)"
 [ "$(tail -n 1 /mnt/d/ticks | cut -d' ' -f2)" -ge $((last - 1)) ] || fail "ticks missing on the disk"
