@@ -7,11 +7,11 @@
 //
 // Without --foreground it detaches (fork, setsid, stdio on /dev/null) once
 // the tap and the socket are open, so that an init script can start it and
-// know it is serving when the command returns; it then logs to syslog
-// (daemon facility). With --foreground it logs to stderr. --pidfile writes
-// the daemon's pid (removed on exit). SIGTERM or SIGINT stop it cleanly.
-// Exit status: 0 after a stop, 1 if it could not start (message on
-// stderr), 2 for a bad command line.
+// know it is serving when the command returns (the pidfile is written by
+// then); it then logs to syslog (daemon facility). With --foreground it logs
+// to stderr. --pidfile writes the daemon's pid (removed on exit). SIGTERM or SIGINT stop it
+// cleanly. Exit status: 0 after a stop, 1 if it could not start (message on stderr), 2 for a bad
+// command line.
 //
 // Needs the patched xen-blkback (scripts/build-blkback-tap.sh), loaded with
 // feature_persistent=0, and root. --test-host FILE replaces Xen (domains,
@@ -84,13 +84,23 @@ int main(int argc, char** argv) {
     std::perror("p2bmig-trackd: pipe");
     return 1;
   }
+  auto write_pidfile = [&](pid_t pid) {
+    if (pidfile.empty()) return true;
+    std::ofstream out(pidfile);
+    out << pid << "\n";
+    out.close();
+    if (!out) fmt::print(stderr, "p2bmig-trackd: cannot write {}\n", pidfile);
+    return static_cast<bool>(out);
+  };
   if (!foreground) {
     const pid_t pid = fork();
     if (pid < 0) {
       std::perror("p2bmig-trackd: fork");
       return 1;
     }
-    if (pid > 0) _exit(0);
+    // The parent writes the pidfile, so that it exists when the command
+    // returns.
+    if (pid > 0) _exit(write_pidfile(pid) ? 0 : 1);
     setsid();
     const int null = open("/dev/null", O_RDWR);
     if (null >= 0) {
@@ -99,13 +109,12 @@ int main(int argc, char** argv) {
       dup2(null, 2);
       if (null > 2) close(null);
     }
+    spdlog::drop_all();
     auto syslog = spdlog::syslog_logger_st("p2bmig-trackd", "p2bmig-trackd", LOG_PID, LOG_DAEMON);
     spdlog::set_default_logger(syslog);
     spdlog::set_level(spdlog::level::from_str(level));
   }
-  if (!pidfile.empty()) {
-    std::ofstream(pidfile) << getpid() << "\n";
-  }
+  if (foreground && !write_pidfile(getpid())) return 1;
   struct sigaction sa = {};
   sa.sa_handler = OnStop;
   sigemptyset(&sa.sa_mask);
