@@ -95,18 +95,21 @@ checksums_ok() {
   [ -z "$bad" ] || { echo "checksum mismatch: $bad (expected files=$FILES_MD5 mem=$mem)"; return 1; }
 }
 
-# guest_ok LABEL TICK CHECK: after a step, the guest ticks and checks again
-# (numbers newer than before the step) and all its checksums hold.
+# guest_ok LABEL TICK: after a step, the guest ticks, checks and re-reads
+# again with numbers above TICK, the last tick printed when the step's
+# command returned: a CHECK numbered n starts after tick n, so it ran where
+# the guest runs now, not on the source during a live migration. And all its
+# checksums hold.
 guest_ok() {
-  local label=$1 t=$2 c=$3 s
+  local label=$1 t=$2 s
   s=$(now)
   wait_for 180 newer maxtick "$t" || { GUEST_FAILURE="$label: no tick after the step"; return 1; }
-  wait_for 240 newer maxcheck "$c" || { GUEST_FAILURE="$label: no CHECK after the step"; return 1; }
+  wait_for 240 newer maxcheck "$t" || { GUEST_FAILURE="$label: no CHECK after the step"; return 1; }
   checksums_ok || { GUEST_FAILURE="$label: guest memory changed"; return 1; }
   timing "$label-guest-checked" "$(dt "$s" "$(now)")"
   # The map of a guest that arrived by migration or restore is empty until
   # it reads again: wait for its next re-read before the next p2bmig step.
-  wait_for 300 newer maxreread "$c" || { GUEST_FAILURE="$label: no REREAD after the step"; return 1; }
+  wait_for 300 newer maxreread "$t" || { GUEST_FAILURE="$label: no REREAD after the step"; return 1; }
 }
 
 BOOTS=0
@@ -163,7 +166,7 @@ link_bytes_of() { awk '/bytes/ && /copied/ {print $1}' "$1" | tail -1; }
 # receiving side counts the bytes that reach it. Sets STEP_FAILURE (empty on
 # success) and leaves the log in $WORK/LABEL.log.
 migrate_once() {
-  local label=$1 mode=$2 log=$WORK/$1.log count=$WORK/$1.bytes t c s recv cmd
+  local label=$1 mode=$2 log=$WORK/$1.log count=$WORK/$1.bytes t s recv cmd
   # <host> goes into the rune verbatim: "exec ssh <host> xl migrate-receive ..."
   recv="localhost /root/count-stdin $count"
   # -v: the receiving xl (same verbosity, through the rune) then logs
@@ -175,13 +178,12 @@ migrate_once() {
     cmd=(env $P2BMIG_ENV xl -v migrate --debug domu "$recv env $P2BMIG_ENV")
   fi
   STEP_FAILURE=""
-  t=$(maxtick)
-  c=$(maxcheck)
   s=$(now)
   echo "STEP $GUEST $label: ${cmd[*]}"
   if ! "${cmd[@]}" > "$log" 2>&1; then
     STEP_FAILURE="$label: xl migrate failed"
   fi
+  t=$(maxtick)
   timing "$label-xl-migrate" "$(dt "$s" "$(now)")"
   grep -a -E 'p2bmig-save-helper|rror|Migration|verify' "$log" | grep -v '^migration target' | tail -n 12
   if [ -z "$STEP_FAILURE" ]; then
@@ -191,7 +193,7 @@ migrate_once() {
     STEP_FAILURE="$label: the verify pass found $(grep -ac 'verify pfn' "$log") page(s) that differ"
     return
   fi
-  if [ -z "$STEP_FAILURE" ] && ! guest_ok "$label" "$t" "$c"; then
+  if [ -z "$STEP_FAILURE" ] && ! guest_ok "$label" "$t"; then
     STEP_FAILURE=$GUEST_FAILURE
   fi
 }
@@ -221,9 +223,7 @@ migrate() {
 }
 
 save_restore_dedup() {
-  local label=p2bmig-save log=$WORK/p2bmig-save.log file=$WORK/p2bmig.save t c s
-  t=$(maxtick)
-  c=$(maxcheck)
+  local label=p2bmig-save log=$WORK/p2bmig-save.log file=$WORK/p2bmig.save t s
   s=$(now)
   local save=(env $P2BMIG_ENV xl save domu "$file") restore=(env $P2BMIG_ENV xl restore "$file")
   if [ -x "$XL_WRAPPER" ]; then
@@ -237,10 +237,11 @@ save_restore_dedup() {
   xl list domu > /dev/null 2>&1 && fail "$label: the guest still exists after xl save"
   s=$(now)
   "${restore[@]}" >> "$log" 2>&1 || { cat "$log"; fail "$label: xl restore"; }
+  t=$(maxtick)
   timing "$label-xl-restore" "$(dt "$s" "$(now)")"
   grep -a 'p2bmig-save-helper' "$log"
   echo "SAVE-SIZE $GUEST $SAVE_BYTES"
-  guest_ok "$label" "$t" "$c" || fail "$GUEST_FAILURE"
+  guest_ok "$label" "$t" || fail "$GUEST_FAILURE"
   rm -f "$file"
 }
 
