@@ -97,7 +97,9 @@ TapRecord DecodeRecord(const uint8_t* p, size_t size) {
   if (r.op != BlkifOp::kDiscard && sectors != r.nr_sectors) {
     Bad(fmt::format("segments cover {} sectors, the header says {}", sectors, r.nr_sectors));
   }
-  if (r.sector > UINT64_MAX / kSectorSize - r.nr_sectors) {
+  // A request without data (a flush) may carry any sector number: blkfront
+  // leaves it unset, and it names no range.
+  if (r.nr_sectors != 0 && r.sector > UINT64_MAX / kSectorSize - r.nr_sectors) {
     Bad(fmt::format("sectors {}+{} overflow", r.sector, r.nr_sectors));
   }
   return r;

@@ -106,6 +106,18 @@ TEST(BlkbackTap, DecodesFlagsStatusAndLossReports) {
   EXPECT_EQ(r.nr_sectors, 1u << 20);
 }
 
+// blkfront leaves a flush's sector number unset (Linux guests send ~0): a
+// request without data names no range and must not be taken for an overflow.
+TEST(BlkbackTap, FlushWithoutDataDecodesWhateverItsSector) {
+  TapRecord r = DecodeOne(KernelRecord(1, 3, 5, 0, 3, 0, UINT64_MAX, 0, 4, {}));
+  EXPECT_EQ(r.op, BlkifOp::kFlushDiskcache);
+  EXPECT_EQ(r.sector, UINT64_MAX);
+  auto events = InvalidationEvents(
+      r, 0, [](uint64_t) { return std::optional<Pfn>(); }, 1u << 20);
+  ASSERT_TRUE(events.has_value());
+  EXPECT_TRUE(events->empty());
+}
+
 TEST(BlkbackTap, IndirectRequestsOfTheLargestSize) {
   std::vector<TapSegment> segs(kTapMaxSegments);
   for (size_t i = 0; i < segs.size(); ++i) segs[i] = TapSegment{1000 + i, 0, 7};
