@@ -13,6 +13,7 @@ PKGS=(
   iproute2 procps iputils-ping
   python3-matplotlib  # bench/run.py: plots
   clang libclang-rt-14-dev  # scripts/fuzz.sh: clang's libFuzzer and sanitizer runtimes
+  dpkg-dev patch xz-utils libyajl-dev  # scripts/check-xen-patches.sh: xen source, xl build
 )
 
 missing=()

@@ -48,7 +48,16 @@ SourceHost::SourceHost(SourceOptions options) : options_(std::move(options)) {
   // Dom0's view of the guest's block I/O keeps the p2b map current from boot
   // on, whatever the mode: it is the cost p2bmig adds to a running host.
   P2bMap* map = map_.get();
-  guest_->SetListener([map](const IoEvent& ev) { map->Apply(ev); });
+  if (options_.hints == HintSource::kIndex) {
+    // Hint-free: only the sectors of writes are used, as from a block-layer
+    // trace that knows nothing of guest pages.
+    index_ = std::make_unique<BlockIndex>();
+    mapper_ = std::make_unique<HintFreeMapper>(index_.get(), map);
+    HintFreeMapper* mapper = mapper_.get();
+    guest_->SetListener([mapper](const IoEvent& ev) { mapper->OnEvent(ev); });
+  } else {
+    guest_->SetListener([map](const IoEvent& ev) { map->Apply(ev); });
+  }
   workload_ =
       std::make_unique<WorkloadRunner>(guest_.get(), GetWorkload(options_.workload), options_.seed);
 }
@@ -82,6 +91,7 @@ SourceReport SourceHost::Migrate(ByteStream* link,
 
   StreamWriter writer(link);
   std::unique_ptr<Filter> filter;
+  std::unique_ptr<HintFreeSink> hint_free;
   std::unique_ptr<CreditReceiver> credits;
   RecordSink* sink = &writer;
   if (options_.mode == Mode::kP2bmig) {
@@ -89,6 +99,10 @@ SourceReport SourceHost::Migrate(ByteStream* link,
     filter = std::make_unique<Filter>(map_.get(), domain, guest_.get(), &writer, options_.filter,
                                       credits.get());
     sink = filter.get();
+    if (mapper_) {
+      hint_free = std::make_unique<HintFreeSink>(mapper_.get(), filter.get(), domain->nr_pfns());
+      sink = hint_free.get();
+    }
   }
   // The save loop calls the gate from its own thread, the one that drives
   // the filter: reading the filter's statistics there is race-free.
@@ -107,6 +121,11 @@ SourceReport SourceHost::Migrate(ByteStream* link,
   uint64_t bytes_before = link->bytes_written();
   workload_->Start();
   try {
+    if (mapper_ && options_.mode == Mode::kP2bmig) {
+      // Built while the guest runs: its writes during the build are tracked.
+      report.index = index_->Build(options_.guest.disk_paths);
+      report.index_memory_bytes = index_->MemoryBytes();
+    }
     report.save = loop.Run();
   } catch (...) {
     // SaveLoop resumed the guest if it had paused it; keep it running.
@@ -125,6 +144,7 @@ SourceReport SourceHost::Migrate(ByteStream* link,
   report.link_bytes = link->bytes_written() - bytes_before;
   report.workload_ops = workload_->ops();
   if (filter) report.filter = filter->stats();
+  if (mapper_) report.hint_free = mapper_->stats();
   return report;
 }
 

@@ -24,11 +24,19 @@
 #include "sim/guest_memory.h"
 #include "sim/sim_guest.h"
 #include "sim/workload.h"
+#include "source/block_index.h"
+#include "source/hint_free.h"
 
 namespace p2bmig::sim {
 
 enum class Mode { kBaseline, kP2bmig };
 const char* ModeName(Mode mode);
+
+// Where p2b entries come from: the I/O tap (which page was read from or
+// written to which block), or, hint-free, a content index of the disk
+// images built when the migration starts, kept current by the writes'
+// sectors alone (the tap's pfns are not used).
+enum class HintSource { kTap, kIndex };
 
 struct SourceOptions {
   SimGuestConfig guest;
@@ -48,6 +56,7 @@ struct SourceOptions {
   uint64_t max_unfetched_at_pause = 0;
   // Optional: wraps the guest before the migration sees it (fault injection).
   std::function<std::unique_ptr<Domain>(Domain*)> wrap_domain;
+  HintSource hints = HintSource::kTap;
 };
 
 struct SourceReport {
@@ -60,6 +69,9 @@ struct SourceReport {
   uint64_t p2b_map_bytes = 0;
   GuestMemoryUse memory_use;
   uint64_t workload_ops = 0;
+  BlockIndexStats index;    // hint-free mode: the index build
+  HintFreeStats hint_free;  // hint-free mode: lookups, entries, writes
+  uint64_t index_memory_bytes = 0;
 };
 
 class SourceHost {
@@ -83,6 +95,8 @@ class SourceHost {
   SourceOptions options_;
   std::unique_ptr<SimGuest> guest_;
   std::unique_ptr<P2bMap> map_;
+  std::unique_ptr<BlockIndex> index_;       // hint-free mode
+  std::unique_ptr<HintFreeMapper> mapper_;  // hint-free mode
   std::unique_ptr<WorkloadRunner> workload_;
 };
 

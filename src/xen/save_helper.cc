@@ -22,6 +22,7 @@
 #include <p2bmig/stream.h>
 
 #include "xen/stream_copy.h"
+#include "xen/tracking.h"
 #include "xen/xen_domain.h"
 
 extern char** environ;
@@ -35,14 +36,6 @@ namespace {
 constexpr char kWrappedEnv[] = "P2BMIG_WRAPPED";
 
 void Log(const std::string& msg) { fmt::print(stderr, "p2bmig-save-helper: {}\n", msg); }
-
-// No I/O tap is wired in yet: the map stays empty, so nothing is ever
-// invalidated and there is nothing to wait for.
-class NullIoTap : public IoTap {
- public:
-  void SetListener(Listener) override {}
-  void Drain() override {}
-};
 
 // --- Signals ---------------------------------------------------------------
 // The handler only uses async-signal-safe calls on these.
@@ -188,6 +181,7 @@ SaveHelperConfig ConfigFromEnvironment() {
   if (const char* disks = std::getenv("P2BMIG_DISKS"); disks != nullptr) {
     c.disks = SplitDiskList(disks);
   }
+  c.tracking = TrackingConfigFromEnvironment();
   if (std::getenv(kWrappedEnv) != nullptr) {
     throw Error(ErrorKind::kInvalidArgument,
                 fmt::format("started by p2bmig-save-helper itself: P2BMIG_REAL_SAVE_HELPER "
@@ -228,11 +222,17 @@ HelperOutcome RunSaveHelper(const HelperArgs& args, const SaveHelperConfig& conf
   // starts: on save the guest is then still running untouched.
   std::unique_ptr<Domain> domain;
   std::unique_ptr<BlockStore> store;
+  uint64_t restore_pfns = 0;  // the resolver's pfn bound
+  Tracking tracking;
   try {
     if (p2bmig && save) {
       domain = hooks.open_domain ? hooks.open_domain(args.domid, config.disks)
                                  : XenDomain::Open(args.domid, config.disks);
+      tracking = OpenTracking(args.domid, domain->nr_pfns(), config.disks, config.tracking);
+      Log(fmt::format("save of domain {}: {}", args.domid, tracking.description));
     } else if (p2bmig) {
+      restore_pfns = hooks.restore_pfn_bound ? hooks.restore_pfn_bound(args.domid)
+                                             : XenRestorePfnBound(args.domid);
       store = OpenBlockStore(config.disks);
     }
   } catch (const Error& e) {
@@ -292,12 +292,12 @@ HelperOutcome RunSaveHelper(const HelperArgs& args, const SaveHelperConfig& conf
       if (save && !p2bmig) {
         CopyToEnd(pipe.get(), io.get());
       } else if (save) {
-        P2bMap map(domain->nr_pfns());
-        NullIoTap tap;
         StreamWriter writer(io.get());
-        Filter filter(&map, domain.get(), &tap, &writer);
+        Filter filter(tracking.map.get(), domain.get(), tracking.tap.get(), &writer);
+        std::unique_ptr<RecordSink> front;  // hint-free mode: proposes entries
+        if (tracking.wrap_filter) front = tracking.wrap_filter(&filter);
         StreamReader reader(pipe.get());
-        Pump(&reader, &filter);
+        Pump(&reader, front ? front.get() : &filter);
         // libxc writes nothing after END; pass on whatever comes all the same.
         if (uint64_t extra = CopyToEnd(pipe.get(), io.get()); extra > 0) {
           Log(fmt::format("{} byte(s) after the libxc END record passed on as they were", extra));
@@ -312,7 +312,9 @@ HelperOutcome RunSaveHelper(const HelperArgs& args, const SaveHelperConfig& conf
         CopyLibxcStream(io.get(), pipe.get());
       } else {
         StreamWriter writer(pipe.get());
-        Resolver resolver(store.get(), &writer);
+        ResolverOptions resolver_options;
+        resolver_options.nr_pfns = restore_pfns;
+        Resolver resolver(store.get(), &writer, resolver_options);
         StreamReader reader(io.get());
         Pump(&reader, &resolver);
         const ResolverStats st = resolver.stats();

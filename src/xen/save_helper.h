@@ -26,6 +26,9 @@
 //               by commas (paths, or nfs:// URLs on restore). Needed by
 //               "p2bmig": on save for the disk sizes and the final flush, on
 //               restore to fetch mapped pages.
+//   P2BMIG_TRACKING, P2BMIG_TRACKD: where the map comes from on save
+//               (xen/tracking.h): p2bmig-trackd by default, which must then
+//               be running, or "none" for an explicitly empty map.
 // Checkpointed streams (Remus, COLO: stream_type != 0) are always handed to
 // the real helper unchanged (exec): libxl reads its own records from io_fd
 // between checkpoints, so nothing may sit in between.
@@ -45,6 +48,7 @@
 #include <p2bmig/domain.h>
 
 #include "xen/helper_args.h"
+#include "xen/tracking.h"
 
 namespace p2bmig {
 
@@ -56,9 +60,12 @@ struct SaveHelperConfig {
   WrapMode mode = WrapMode::kOff;
   std::string real_helper = kDefaultRealSaveHelper;
   std::vector<std::string> disks;
+  // Where the map comes from on save (xen/tracking.h).
+  TrackingConfig tracking;
 };
 
-// Reads P2BMIG_MODE, P2BMIG_REAL_SAVE_HELPER and P2BMIG_DISKS. Throws
+// Reads P2BMIG_MODE, P2BMIG_REAL_SAVE_HELPER, P2BMIG_DISKS and the tracking
+// variables. Throws
 // Error(kInvalidArgument) for an unknown mode.
 SaveHelperConfig ConfigFromEnvironment();
 
@@ -69,6 +76,9 @@ struct SaveHelperHooks {
   // Opens the domain being saved in "p2bmig" mode. Unset: XenDomain::Open.
   std::function<std::unique_ptr<Domain>(uint32_t domid, const std::vector<std::string>& disks)>
       open_domain;
+  // The pfn bound of the domain being restored in "p2bmig" mode (the
+  // resolver refuses pages beyond it). Unset: XenRestorePfnBound.
+  std::function<uint64_t(uint32_t domid)> restore_pfn_bound;
 };
 
 struct HelperOutcome {

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "xen/p2m.h"
 #include "xen/xen_headers.h"
 
 namespace p2bmig {
@@ -25,6 +26,52 @@ std::string ErrnoText(int err) { return std::strerror(err); }
 [[noreturn]] void ThrowXen(ErrorKind kind, const std::string& what, int err) {
   throw Error(kind, fmt::format("{}: {}", what, ErrnoText(err)));
 }
+
+// Copies `frames` of domain `domid` into `out`: guest pfns of an HVM/PVH
+// guest, machine frames of a PV guest (that is what the foreign mapping
+// interface takes for each). A frame that cannot be mapped is an error,
+// never a page of zeros.
+void MapAndCopy(xenforeignmemory_handle* fmem, uint32_t domid, std::span<const uint64_t> frames,
+                uint8_t* out, const char* kind) {
+  std::vector<xen_pfn_t> arr;
+  std::vector<int> err;
+  for (auto [begin, end] : SplitBatches(frames.size(), XenDomain::kMapBatchPages)) {
+    const size_t n = end - begin;
+    arr.assign(frames.begin() + begin, frames.begin() + end);
+    err.assign(n, 0);
+    void* map = xenforeignmemory_map(fmem, domid, PROT_READ, n, arr.data(), err.data());
+    if (map == nullptr) {
+      ThrowXen(ErrorKind::kIo,
+               fmt::format("xenforeignmemory_map of {} page(s) of domain {} from {} {:#x}", n,
+                           domid, kind, arr[0]),
+               errno);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (err[i] != 0) {
+        const int e = err[i] < 0 ? -err[i] : err[i];
+        xenforeignmemory_unmap(fmem, map, n);
+        ThrowXen(ErrorKind::kIo,
+                 fmt::format("{} {:#x} of domain {} cannot be mapped", kind, arr[i], domid), e);
+      }
+    }
+    std::memcpy(out + begin * kPageSize, map, n * kPageSize);
+    xenforeignmemory_unmap(fmem, map, n);
+  }
+}
+
+// A PV guest's machine frames, for its p2m walk.
+class ForeignMachineFrames : public MachineFrames {
+ public:
+  ForeignMachineFrames(xenforeignmemory_handle* fmem, uint32_t domid)
+      : fmem_(fmem), domid_(domid) {}
+  void Read(std::span<const uint64_t> mfns, uint8_t* out) override {
+    MapAndCopy(fmem_, domid_, mfns, out, "machine frame");
+  }
+
+ private:
+  xenforeignmemory_handle* fmem_;
+  uint32_t domid_;
+};
 
 }  // namespace
 
@@ -90,6 +137,35 @@ std::vector<Pfn> DirtyBitmapToPfns(std::span<const uint64_t> bitmap, uint64_t nr
   return pfns;
 }
 
+uint64_t RestorePfnBound(uint64_t max_pages) { return max_pages + kPfnsBelow4GiB; }
+
+uint64_t XenRestorePfnBound(uint32_t domid) {
+  CheckXenControlInterface(XenOpenOptions{}.control_nodes);
+  xentoollog_logger_stdiostream* logger = xtl_createlogger_stdiostream(stderr, XTL_ERROR, 0);
+  xentoollog_logger* lg = reinterpret_cast<xentoollog_logger*>(logger);
+  xc_interface* xch = xc_interface_open(lg, lg, 0);
+  if (xch == nullptr) {
+    const int e = errno;
+    xtl_logger_destroy(lg);
+    ThrowXen(ErrorKind::kIo, "cannot open the Xen control interface (xc_interface_open)", e);
+  }
+  xc_domaininfo_t info;
+  std::memset(&info, 0, sizeof(info));
+  const int n = xc_domain_getinfolist(xch, domid, 1, &info);
+  const int e = errno;
+  xc_interface_close(xch);
+  xtl_logger_destroy(lg);
+  if (n < 0) ThrowXen(ErrorKind::kIo, fmt::format("xc_domain_getinfolist of domain {}", domid), e);
+  if (n != 1 || info.domain != domid) {
+    throw Error(ErrorKind::kInvalidArgument, fmt::format("there is no domain with id {}", domid));
+  }
+  if (info.max_pages == 0) {
+    throw Error(ErrorKind::kInvalidArgument,
+                fmt::format("domain {} has no memory limit yet; cannot bound its pfns", domid));
+  }
+  return RestorePfnBound(info.max_pages);
+}
+
 // --- XenDomain -------------------------------------------------------------
 
 struct XenDomain::Impl {
@@ -108,7 +184,13 @@ struct XenDomain::Impl {
   std::mutex mu;           // guards pv_dirty
   std::set<Pfn> pv_dirty;  // PV: pfns given to MarkDirty
 
+  // PV: the guest's p2m, walked afresh by every ReadPages.
+  std::unique_ptr<ForeignMachineFrames> pv_frames;
+  std::unique_ptr<PvP2m> pv_p2m;
+
   ~Impl() {
+    pv_p2m.reset();
+    pv_frames.reset();
     for (int fd : disk_fds) close(fd);
     if (dmod != nullptr) xendevicemodel_close(dmod);
     if (fmem != nullptr) xenforeignmemory_close(fmem);
@@ -165,6 +247,24 @@ std::unique_ptr<XenDomain> XenDomain::Open(uint32_t domid, std::vector<std::stri
   impl->dmod = xendevicemodel_open(lg, 0);
   if (impl->dmod == nullptr) ThrowXen(ErrorKind::kIo, "xendevicemodel_open", errno);
 
+  if (impl->is_pv()) {
+    // As libxc's PV save: the guest's width first (32-bit PV guests are
+    // refused here, before anything has happened to the guest), then its
+    // p2m through the shared info frame.
+    unsigned int width = 0;
+    if (xc_domain_get_guest_width(impl->xch, domid, &width) < 0) {
+      ThrowXen(ErrorKind::kIo, impl->What("xc_domain_get_guest_width"), errno);
+    }
+    CheckPvGuestWidth(width, domid);
+    unsigned long max_mfn = 0;
+    if (xc_maximum_ram_page(impl->xch, &max_mfn) < 0) {
+      ThrowXen(ErrorKind::kIo, "xc_maximum_ram_page", errno);
+    }
+    impl->pv_frames = std::make_unique<ForeignMachineFrames>(impl->fmem, domid);
+    impl->pv_p2m =
+        std::make_unique<PvP2m>(impl->pv_frames.get(), info.shared_info_frame, max_mfn, domid);
+  }
+
   for (const std::string& path : disk_paths) {
     // Read-only is enough: fsync() on any descriptor of a file flushes it.
     const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -195,37 +295,12 @@ void XenDomain::ReadPages(std::span<const Pfn> pfns, uint8_t* out) {
   Impl& s = *impl_;
   CheckPfnRange(pfns, s.nr_pfns, s.What("ReadPages"));
   if (s.is_pv()) {
-    // A PV guest's frames are mapped by machine frame number; translating
-    // needs its p2m table (libxc maps it from the shared info page).
-    throw Error(ErrorKind::kInvalidArgument,
-                fmt::format("reading pages of PV domain {} is not supported yet (needs the "
-                            "guest's p2m table); only HVM and PVH guests",
-                            s.domid));
+    // Mapped by machine frame: translated through the guest's p2m, read
+    // again if a frame changed meanwhile (PvP2m::ReadPages).
+    s.pv_p2m->ReadPages(pfns, out);
+    return;
   }
-  std::vector<xen_pfn_t> arr;
-  std::vector<int> err;
-  for (auto [begin, end] : SplitBatches(pfns.size(), kMapBatchPages)) {
-    const size_t n = end - begin;
-    arr.assign(pfns.begin() + begin, pfns.begin() + end);
-    err.assign(n, 0);
-    void* map = xenforeignmemory_map(s.fmem, s.domid, PROT_READ, n, arr.data(), err.data());
-    if (map == nullptr) {
-      ThrowXen(ErrorKind::kIo,
-               fmt::format("xenforeignmemory_map of {} page(s) of domain {} from pfn {:#x}", n,
-                           s.domid, arr[0]),
-               errno);
-    }
-    for (size_t i = 0; i < n; ++i) {
-      if (err[i] != 0) {
-        const int e = err[i] < 0 ? -err[i] : err[i];
-        xenforeignmemory_unmap(s.fmem, map, n);
-        ThrowXen(ErrorKind::kIo,
-                 fmt::format("pfn {:#x} of domain {} cannot be mapped", arr[i], s.domid), e);
-      }
-    }
-    std::memcpy(out + begin * kPageSize, map, n * kPageSize);
-    xenforeignmemory_unmap(s.fmem, map, n);
-  }
+  MapAndCopy(s.fmem, s.domid, pfns, out, "pfn");
 }
 
 void XenDomain::EnableLogDirty() {

@@ -10,9 +10,10 @@
 //   * nr_pfns(): xc_domain_maximum_gpfn() + 1, read once by Open().
 //   * ReadPages(): xenforeignmemory_map(PROT_READ) in batches of
 //     kMapBatchPages; a frame that cannot be mapped is an Error(kIo), never
-//     a page of zeros. HVM/PVH only for now: a PV guest's frames are mapped
-//     by machine frame, which needs the guest's p2m table (Error
-//     kInvalidArgument).
+//     a page of zeros. A PV guest's frames are mapped by machine frame:
+//     its pfns are translated through the p2m it publishes (PvP2m, walked
+//     afresh each call, pages re-read if their frame changed meanwhile).
+//     32-bit PV guests are refused by Open().
 //   * MarkDirty(): xendevicemodel_modified_memory() on each run of
 //     consecutive pfns (HVM/PVH), so that libxc's next pass sends them again.
 //     Xen has no such call for PV guests: there the pfns are only recorded
@@ -65,7 +66,7 @@ class XenDomain : public Domain {
   // Opens domain `domid` and its disk images. Throws Error(kIo) when this is
   // not a Xen dom0 ("cannot open the Xen control interface: is this a Xen
   // dom0? (...)") or an image cannot be opened, Error(kInvalidArgument) when
-  // there is no such domain.
+  // there is no such domain or it is a 32-bit PV guest.
   static std::unique_ptr<XenDomain> Open(uint32_t domid, std::vector<std::string> disk_paths,
                                          const XenOpenOptions& options = {});
   ~XenDomain() override;
@@ -95,7 +96,27 @@ class XenDomain : public Domain {
   std::unique_ptr<Impl> impl_;
 };
 
+// The bound on pfns when restoring into domain `domid` (what the resolver
+// checks every mapping and zero page against): RestorePfnBound of the
+// domain's max_pages as libxl set it before the restore started
+// (xc_domain_getinfolist). Throws Error(kIo) when this is not a Xen dom0,
+// Error(kInvalidArgument) when there is no such domain or it has no memory
+// limit yet.
+uint64_t XenRestorePfnBound(uint32_t domid);
+
 // --- Pure helpers, exposed for tests --------------------------------------
+
+// Pfns below 4 GiB, which an HVM guest's MMIO hole and special pages may
+// take (its RAM is then relocated above 4 GiB), and where a PV guest's
+// E820 holes lie.
+inline constexpr uint64_t kPfnsBelow4GiB = uint64_t{1} << 20;
+
+// A guest with `max_pages` pages of memory has no RAM pfn at or beyond
+// max_pages + kPfnsBelow4GiB: every pfn is either RAM (at most max_pages of
+// them) or in a hole, and holes lie below 4 GiB. The pfn numbers themselves
+// are what libxc's restore populates, so this bounds them without trusting
+// the stream.
+uint64_t RestorePfnBound(uint64_t max_pages);
 
 // Throws Error(kIo, "cannot open the Xen control interface: is this a Xen
 // dom0? (...)") unless one of `nodes` exists.

@@ -105,5 +105,13 @@ TEST(XenDomainTest, DirtyBitmapToPfns) {
   EXPECT_TRUE(DirtyBitmapToPfns(bitmap, 0).empty());
 }
 
+TEST(XenDomainTest, RestorePfnBoundCoversRamAndTheHolesBelow4GiB) {
+  // A 4 GiB HVM guest with a 256 MiB MMIO hole has RAM up to 4.25 GiB.
+  const uint64_t four_gib = 1u << 20;
+  EXPECT_GT(RestorePfnBound(four_gib + 256), four_gib + (256u << 8));
+  EXPECT_EQ(RestorePfnBound(0), kPfnsBelow4GiB);
+  EXPECT_EQ(RestorePfnBound(32768), 32768 + kPfnsBelow4GiB);
+}
+
 }  // namespace
 }  // namespace p2bmig

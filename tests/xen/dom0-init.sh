@@ -1,8 +1,12 @@
 #!/bin/sh
 # /init of the dom0 initramfs (no systemd). Brings up just what xl needs:
-# xenfs, evtchn/gntdev/privcmd, blkback + loop, xenstored, xenconsoled.
+# xenfs, evtchn/gntdev/privcmd, loop, xenstored, xenconsoled, sshd on
+# 127.0.0.1 (for `xl migrate <guest> localhost`). xen-blkback is loaded here
+# only when the image carries no patched one: xen-test.sh loads that itself,
+# with its parameters.
 # Kernel cmdline flags:  xentest=1  -> run /root/xen-test.sh, then power off
 #                        (default)  -> root shell on the console (hvc0)
+#   (xen-test.sh reads domutype=pv|pvh and migrate=0|1 from the cmdline too)
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -23,11 +27,15 @@ ln -sf /proc/self/fd/2 /dev/stderr
 echo "DOM0-INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
 hostname dom0
 ip link set lo up
-for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-blkback loop ext4; do
+mods="xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd loop ext4"
+[ -f /root/p2bmig/xen-blkback.ko ] || mods="$mods xen-blkback"
+for m in $mods; do
   modprobe "$m" || echo "modprobe $m failed"
 done
 mount -t xenfs xenfs /proc/xen
 /etc/init.d/xen start
+mkdir -p /run/sshd
+/usr/sbin/sshd || echo "sshd failed to start"
 echo "DOM0-READY uptime=$(cut -d' ' -f1 /proc/uptime)"
 if grep -qw xentest=1 /proc/cmdline; then
   /root/xen-test.sh
