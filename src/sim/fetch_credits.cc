@@ -28,6 +28,10 @@ CreditReceiver::CreditReceiver(ByteStream* link) : link_(link) {
       uint64_t v;
       std::memcpy(&v, buf, sizeof(v));
       std::lock_guard lock(mu_);
+      if (v == kCommitWord) {
+        committed_ = true;
+        continue;
+      }
       fetched_ = std::max(fetched_, v);
       cv_.notify_all();
     }
@@ -50,6 +54,19 @@ void CreditReceiver::WaitForEnd() {
   if (reader_.joinable()) reader_.join();
 }
 
+bool CreditReceiver::committed() {
+  std::lock_guard lock(mu_);
+  return committed_;
+}
+
+void SendCommit(ByteStream* link) {
+  uint8_t buf[8];
+  const uint64_t word = kCommitWord;
+  std::memcpy(buf, &word, sizeof(buf));
+  link->WriteAll(buf, sizeof(buf));
+  link->Flush();
+}
+
 void CreditReceiver::Abandon() {
   try {
     link_->CloseWrite();
@@ -59,7 +76,7 @@ void CreditReceiver::Abandon() {
 }
 
 void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* resolver,
-                        bool send_credits) {
+                        bool send_credits, const std::function<void(uint32_t, bool)>& on_record) {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<Record> queue;
@@ -110,7 +127,9 @@ void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* 
         }
       }
       if (r) {
+        if (on_record) on_record(r->type, true);
         resolver->WriteRecord(*r);
+        if (on_record) on_record(r->type, false);
         if (r->type == rec::kEnd) return;
       } else {
         resolver->Progress();

@@ -1,5 +1,10 @@
 #include "sim/sim_host.h"
 
+#include <chrono>
+#include <thread>
+
+#include <fmt/format.h>
+
 #include <p2bmig/block_store.h>
 #include <p2bmig/stream.h>
 
@@ -52,10 +57,14 @@ SourceReport SourceHost::Migrate(ByteStream* link,
   std::unique_ptr<Filter> filter;
   std::unique_ptr<CreditReceiver> credits;
   RecordSink* sink = &writer;
+  // The reverse direction carries credits (p2bmig with flow control) and
+  // the target's commit.
+  if ((options_.mode == Mode::kP2bmig && options_.flow_control) || options_.wait_for_commit) {
+    credits = std::make_unique<CreditReceiver>(link);
+  }
   if (options_.mode == Mode::kP2bmig) {
-    if (options_.flow_control) credits = std::make_unique<CreditReceiver>(link);
     filter = std::make_unique<Filter>(map_.get(), domain, guest_.get(), &writer, options_.filter,
-                                      credits.get());
+                                      options_.flow_control ? credits.get() : nullptr);
     sink = filter.get();
   }
   SaveLoop loop(domain, sink, options_.save);
@@ -68,13 +77,29 @@ SourceReport SourceHost::Migrate(ByteStream* link,
   } catch (...) {
     // SaveLoop resumed the guest if it had paused it; keep it running.
     guest_->Resume();
-    workload_->Stop();
+    try {
+      workload_->Stop();
+    } catch (...) {  // the migration's error is the one to report
+    }
     if (credits) credits->Abandon();
     throw;
   }
   // The target closes the link once it has the whole guest; the credits
   // reader ends there, and so do we.
   if (credits) credits->WaitForEnd();
+  if (options_.wait_for_commit && !credits->committed()) {
+    // The stream went out whole but the target did not take the guest
+    // (it failed after the last byte, or died): the guest is still ours.
+    guest_->Resume();
+    try {
+      workload_->Stop();
+    } catch (...) {
+    }
+    throw Error(ErrorKind::kNetwork,
+                fmt::format("{}: the target closed the connection without committing the "
+                            "migration (it failed after the last byte or went away)",
+                            link->Describe()));
+  }
   // The guest stays paused: its memory is what the target now holds. Its
   // workload threads are parked on the pause and leave without running.
   guest_->Halt();
@@ -83,6 +108,14 @@ SourceReport SourceHost::Migrate(ByteStream* link,
   report.workload_ops = workload_->ops();
   if (filter) report.filter = filter->stats();
   return report;
+}
+
+uint64_t SourceHost::RunOn(double seconds) {
+  const uint64_t before = workload_->ops();
+  workload_->Start();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  workload_->Stop();
+  return workload_->ops() - before;
 }
 
 TargetHost::TargetHost(TargetOptions options) : options_(std::move(options)) {
@@ -101,7 +134,8 @@ TargetReport TargetHost::Receive(ByteStream* link) {
   SimRestore restore(memory_.get());
   Resolver resolver(store, &restore, options_.resolver);
   uint64_t bytes_before = link->bytes_read();
-  ReceiveWithCredits(link, options_.resolver.limits, &resolver, options_.send_credits);
+  ReceiveWithCredits(link, options_.resolver.limits, &resolver, options_.send_credits,
+                     options_.on_record);
   if (!restore.complete()) {
     throw Error(ErrorKind::kMalformedStream, "stream ended before its END record");
   }

@@ -40,6 +40,10 @@ struct SourceOptions {
   // Read the target's fetch credits from the link (flow control). Only for
   // links that carry them back (a connection, not a file).
   bool flow_control = true;
+  // The migration is complete only once the target has sent its commit on
+  // the link (a connection: see fetch_credits.h). Without it, the source
+  // resumes its guest and fails, however far the stream got.
+  bool wait_for_commit = false;
   // Optional: wraps the guest before the migration sees it (fault injection).
   std::function<std::unique_ptr<Domain>(Domain*)> wrap_domain;
 };
@@ -69,6 +73,10 @@ class SourceHost {
   // guest is resumed, unchanged, and the error rethrown (invariant I6).
   SourceReport Migrate(ByteStream* link, std::function<void(const SaveProgress&)> progress = {});
 
+  // After a failed Migrate: lets the resumed guest run its workload for
+  // `seconds` and returns how many operations it did.
+  uint64_t RunOn(double seconds);
+
   SimGuest& guest() { return *guest_; }
   P2bMap& map() { return *map_; }
 
@@ -86,6 +94,9 @@ struct TargetOptions {
   ResolverOptions resolver;        // nr_pfns is filled in from memory_pages
   // Report fetch progress to the source on the link (a connection only).
   bool send_credits = true;
+  // Optional: called with each record's type before (true) and after
+  // (false) the resolver handles it (the CLI names phases with it).
+  std::function<void(uint32_t type, bool before)> on_record;
   // Optional: wraps the store (fault injection, delays in tests).
   std::function<std::unique_ptr<BlockStore>(BlockStore*)> wrap_store;
 };

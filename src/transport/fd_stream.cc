@@ -80,6 +80,10 @@ class FdByteStream : public ByteStream {
 
   std::string Describe() const override { return name_; }
 
+  void Abort() override {
+    if (socket_) ::shutdown(fd_, SHUT_RDWR);
+  }
+
  private:
   size_t ReadOnce(void* buf, size_t len) {
     for (;;) {

@@ -1,6 +1,8 @@
 // `p2bmig receive`: the target host. Listens for one migration, resolves
 // mappings from the shared storage and restores the guest's memory.
 
+#include <chrono>
+#include <cstdio>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -10,10 +12,13 @@
 #include <p2bmig/transport.h>
 #include <p2bmig/types.h>
 
+#include "cancel.h"
 #include "commands.h"
 #include "cpus.h"
 #include "endpoint.h"
+#include "link_security.h"
 #include "report.h"
+#include "sim/fetch_credits.h"
 #include "sim/sim_host.h"
 #include "units.h"
 
@@ -29,9 +34,54 @@ struct ReceiveArgs {
   double timeout_s = 120;
   bool json = false;
   std::string cpus;
+  LinkSecurityArgs security;
 };
 
+// Accepts connections until one passes authentication or `timeout_s` ends
+// (<= 0: forever). A peer that fails is refused and we go on listening: a
+// stranger must not be able to cancel a migration by connecting first.
+std::unique_ptr<ByteStream> AcceptAuthenticated(TcpListener* listener, double timeout_s,
+                                                const TcpOptions& options) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
+  std::string refused;
+  for (;;) {
+    double left = timeout_s;
+    if (timeout_s > 0) {
+      left = std::chrono::duration<double>(deadline - Clock::now()).count();
+      if (left <= 0) {
+        throw Error(
+            ErrorKind::kNetwork,
+            fmt::format("no authenticated source within {} s (refused: {})", timeout_s, refused));
+      }
+    }
+    try {
+      return listener->Accept(left, options);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kAuthentication) {
+        if (refused.empty()) throw;
+        throw Error(e.kind(), fmt::format("{} (refused before: {})", e.what(), refused));
+      }
+      refused = e.what();
+      std::fprintf(stderr, "p2bmig: target: refused a connection: %s\n", e.what());
+    }
+  }
+}
+
+// Phase names for the records that start a new one on the target.
+const char* PhaseAfter(uint32_t type, bool seen_tsc) {
+  switch (type) {
+    case rec::kX86TscInfo:
+      return "stop-and-copy (device state)";
+    case rec::kEnd:
+      return "after the last byte (committing)";
+    default:
+      return seen_tsc ? "stop-and-copy (device state)" : "receiving memory (pre-copy)";
+  }
+}
+
 void RunReceive(const ReceiveArgs& a) {
+  StartSignalHandling("target");
   if (a.listen.empty() == a.input.empty()) {
     throw Error(ErrorKind::kInvalidArgument,
                 "give exactly one of --listen HOST:PORT and --input FILE");
@@ -42,20 +92,42 @@ void RunReceive(const ReceiveArgs& a) {
   opt.memory_path = a.memory_file;
   opt.disks = a.disks;
   opt.send_credits = !a.listen.empty();
-  try {
-    sim::TargetHost host(opt);
-    std::unique_ptr<ByteStream> link;
-    std::unique_ptr<TcpListener> listener;
-    if (!a.listen.empty()) {
-      Endpoint ep = ParseEndpoint(a.listen);
-      listener = std::make_unique<TcpListener>(ep.host, ep.port);
-      spdlog::info("target: listening on {}:{}", ep.host, listener->port());
-      link = listener->Accept(a.timeout_s);
-    } else {
-      link = OpenFileForRead(a.input);
+  bool seen_tsc = false;
+  opt.on_record = [&](uint32_t type, bool before) {
+    if (before && (type == rec::kX86TscInfo || type == rec::kEnd) && !seen_tsc) {
+      SetPhase(type == rec::kEnd ? "draining the fetch queue (at END)"
+                                 : "draining the fetch queue (guest paused on the source)");
+    } else if (before && type == rec::kEnd) {
+      SetPhase("draining the fetch queue (at END)");
+    } else if (!before) {
+      if (type == rec::kX86TscInfo) seen_tsc = true;
+      SetPhase(PhaseAfter(type, seen_tsc));
     }
+  };
+  std::unique_ptr<TlsContext> tls;
+  std::unique_ptr<ByteStream> link;
+  std::unique_ptr<TcpListener> listener;
+  if (!a.listen.empty()) {
+    tls = MakeTlsContext(a.security, TlsRole::kServer);
+    Endpoint ep = ParseEndpoint(a.listen);
+    SetPhase("waiting for the source");
+    listener = std::make_unique<TcpListener>(ep.host, ep.port);
+    spdlog::info("target: listening on {}:{}{}", ep.host, listener->port(),
+                 tls ? " (" + tls->Describe() + ")" : "");
+    link = AcceptAuthenticated(listener.get(), a.timeout_s, LinkOptions(a.security, tls.get()));
+  } else {
+    link = OpenFileForRead(a.input);
+  }
+  // From here on a signal aborts the link and the error path below cleans up.
+  AbortOnSignal abort_on_signal(link.get());
+  SetPhase("before the first round");
+  try {
+    // Only an authenticated source gets us to create the guest's memory.
+    sim::TargetHost host(opt);
     sim::TargetReport report = host.Receive(link.get());
+    SetPhase("after the last byte (committing)");
     host.memory().Sync();
+    if (!a.listen.empty()) sim::SendCommit(link.get());
     link->CloseWrite();
     if (a.json) {
       std::cout << TargetReportJson(report).dump() << std::endl;
@@ -67,8 +139,19 @@ void RunReceive(const ReceiveArgs& a) {
           FormatBytes(static_cast<double>(report.resolver.nas_bytes)), report.resolver.nas_reads,
           report.resolver.drain_wait_s);
     }
-  } catch (...) {
+  } catch (const Error& e) {
     // Never leave a half-restored guest behind (invariant I6).
+    if (!a.memory_file.empty()) ::unlink(a.memory_file.c_str());
+    const std::string phase = Phase();
+    std::fprintf(stderr, "p2bmig: target: migration failed during %s; guest memory discarded\n",
+                 phase.c_str());
+    const std::string signal = CancelSignal();
+    if (!signal.empty()) {
+      throw Error(ErrorKind::kAborted,
+                  fmt::format("target: cancelled by {} during {}", signal, phase));
+    }
+    throw Error(e.kind(), fmt::format("target, during {}: {}", phase, e.what()));
+  } catch (...) {
     if (!a.memory_file.empty()) ::unlink(a.memory_file.c_str());
     throw;
   }
@@ -92,6 +175,7 @@ void AddReceiveCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--cpus", args->cpus, "Run on these CPUs only (e.g. 1)");
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
+  AddLinkSecurityOptions(cmd, &args->security, TlsRole::kServer);
   cmd->callback([args] { RunReceive(*args); });
 }
 

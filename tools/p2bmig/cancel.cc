@@ -1,0 +1,76 @@
+#include "cancel.h"
+
+#include <csignal>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+
+#include <pthread.h>
+#include <unistd.h>
+
+namespace p2bmig::cli {
+namespace {
+
+std::mutex mu;
+ByteStream* registered_link = nullptr;
+std::string command_name = "p2bmig";
+std::string current_phase = "starting";
+std::string cancel_signal;
+
+const char* SignalName(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
+
+}  // namespace
+
+void StartSignalHandling(const std::string& what) {
+  command_name = what;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      std::lock_guard lock(mu);
+      if (!cancel_signal.empty()) continue;  // already cancelling
+      cancel_signal = SignalName(sig);
+      if (registered_link != nullptr) {
+        registered_link->Abort();
+        continue;
+      }
+      std::fprintf(stderr, "p2bmig: aborted: %s by %s during %s (nothing to undo)\n",
+                   command_name.c_str(), cancel_signal.c_str(), current_phase.c_str());
+      std::fflush(stderr);
+      ::_exit(1);
+    }
+  }).detach();
+}
+
+void SetPhase(const std::string& phase) {
+  std::lock_guard lock(mu);
+  current_phase = phase;
+}
+
+std::string Phase() {
+  std::lock_guard lock(mu);
+  return current_phase;
+}
+
+AbortOnSignal::AbortOnSignal(ByteStream* link) {
+  std::lock_guard lock(mu);
+  registered_link = link;
+  if (!cancel_signal.empty()) link->Abort();  // arrived just before
+}
+
+AbortOnSignal::~AbortOnSignal() {
+  std::lock_guard lock(mu);
+  registered_link = nullptr;
+}
+
+std::string CancelSignal() {
+  std::lock_guard lock(mu);
+  return cancel_signal;
+}
+
+}  // namespace p2bmig::cli
