@@ -1,7 +1,10 @@
 #include "cancel.h"
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 
@@ -48,8 +51,25 @@ void StartSignalHandling(const std::string& what) {
 }
 
 void SetPhase(const std::string& phase) {
-  std::lock_guard lock(mu);
-  current_phase = phase;
+  {
+    std::lock_guard lock(mu);
+    current_phase = phase;
+  }
+  // Test hook, P2BMIG_TEST_STALL=PHASE_PREFIX:SECONDS: stall once on entering
+  // a phase, so that a system test can kill, cut or corrupt something while
+  // the migration is exactly there. The faults themselves are real.
+  static const char* stall = std::getenv("P2BMIG_TEST_STALL");
+  static std::atomic<bool> stalled{false};
+  if (stall == nullptr || stalled) return;
+  const std::string spec = stall;
+  const size_t colon = spec.rfind(':');
+  if (colon == std::string::npos || phase.rfind(spec.substr(0, colon), 0) != 0) return;
+  if (stalled.exchange(true)) return;
+  const double seconds = std::atof(spec.c_str() + colon + 1);
+  std::fprintf(stderr, "p2bmig: %s: test: stalling %.1f s in phase %s\n", command_name.c_str(),
+               seconds, phase.c_str());
+  std::fflush(stderr);
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
 }
 
 std::string Phase() {

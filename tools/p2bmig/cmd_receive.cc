@@ -1,8 +1,10 @@
 // `p2bmig receive`: the target host. Listens for one migration, resolves
 // mappings from the shared storage and restores the guest's memory.
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -89,7 +91,12 @@ void RunReceive(const ReceiveArgs& a) {
   PinToCpus(a.cpus);
   sim::TargetOptions opt;
   opt.memory_pages = ParseSize(a.memory) / kPageSize;
-  opt.memory_path = a.memory_file;
+  // The guest's memory is written under a temporary name and gets its own
+  // only when the migration commits: whatever kills us, a file by that name
+  // is a complete guest. A leftover of a killed receiver goes now.
+  const std::string partial = a.memory_file.empty() ? "" : a.memory_file + ".partial";
+  if (!partial.empty()) ::unlink(partial.c_str());
+  opt.memory_path = partial;
   opt.disks = a.disks;
   opt.send_credits = !a.listen.empty();
   bool seen_tsc = false;
@@ -121,13 +128,19 @@ void RunReceive(const ReceiveArgs& a) {
   // From here on a signal aborts the link and the error path below cleans up.
   AbortOnSignal abort_on_signal(link.get());
   SetPhase("before the first round");
+  bool committed = false;
   try {
     // Only an authenticated source gets us to create the guest's memory.
     sim::TargetHost host(opt);
     sim::TargetReport report = host.Receive(link.get());
     SetPhase("after the last byte (committing)");
     host.memory().Sync();
+    if (!partial.empty() && ::rename(partial.c_str(), a.memory_file.c_str()) != 0) {
+      throw Error(ErrorKind::kIo, fmt::format("cannot rename {} to {}: {}", partial, a.memory_file,
+                                              std::strerror(errno)));
+    }
     if (!a.listen.empty()) sim::SendCommit(link.get());
+    committed = true;  // the guest is ours now, whatever happens next
     link->CloseWrite();
     if (a.json) {
       std::cout << TargetReportJson(report).dump() << std::endl;
@@ -140,7 +153,9 @@ void RunReceive(const ReceiveArgs& a) {
           report.resolver.drain_wait_s);
     }
   } catch (const Error& e) {
+    if (committed) throw;
     // Never leave a half-restored guest behind (invariant I6).
+    if (!partial.empty()) ::unlink(partial.c_str());
     if (!a.memory_file.empty()) ::unlink(a.memory_file.c_str());
     const std::string phase = Phase();
     std::fprintf(stderr, "p2bmig: target: migration failed during %s; guest memory discarded\n",
@@ -152,6 +167,8 @@ void RunReceive(const ReceiveArgs& a) {
     }
     throw Error(e.kind(), fmt::format("target, during {}: {}", phase, e.what()));
   } catch (...) {
+    if (committed) throw;
+    if (!partial.empty()) ::unlink(partial.c_str());
     if (!a.memory_file.empty()) ::unlink(a.memory_file.c_str());
     throw;
   }

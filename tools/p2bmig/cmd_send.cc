@@ -127,7 +127,13 @@ void RunSend(const SendArgs& a) {
   std::unique_ptr<ByteStream> conn;
   if (endpoint) {
     SetPhase(fmt::format("connecting to {}", a.to));
-    conn = ConnectWithRetry(*endpoint, a.connect_wait_s, LinkOptions(a.security, tls.get()));
+    try {
+      conn = ConnectWithRetry(*endpoint, a.connect_wait_s, LinkOptions(a.security, tls.get()));
+    } catch (const Error& e) {
+      throw Error(e.kind(), fmt::format("source, during {} (the guest was not paused and runs "
+                                        "on): {}",
+                                        Phase(), e.what()));
+    }
   } else {
     conn = OpenFileForWrite(a.output);
   }
@@ -179,8 +185,14 @@ void RunSend(const SendArgs& a) {
     }
     throw Error(e.kind(), fmt::format("source, during {}: {}", phase, e.what()));
   }
-  link->Flush();
-  conn->CloseWrite();
+  // The target has committed: the guest is its now, and what is left of
+  // the connection does not matter.
+  try {
+    link->Flush();
+    conn->CloseWrite();
+  } catch (const Error& e) {
+    spdlog::info("source: closing the link after the commit: {}", e.what());
+  }
   host.guest().memory().Sync();
   if (a.json) {
     std::cout << SourceReportJson(report).dump() << std::endl;
