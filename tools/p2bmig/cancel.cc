@@ -19,6 +19,7 @@ ByteStream* registered_link = nullptr;
 std::string command_name = "p2bmig";
 std::string current_phase = "starting";
 std::string cancel_signal;
+std::string cancel_phase;
 
 const char* SignalName(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
 
@@ -38,11 +39,12 @@ void StartSignalHandling(const std::string& what) {
       std::lock_guard lock(mu);
       if (!cancel_signal.empty()) continue;  // already cancelling
       cancel_signal = SignalName(sig);
+      cancel_phase = current_phase;
       if (registered_link != nullptr) {
         registered_link->Abort();
         continue;
       }
-      std::fprintf(stderr, "p2bmig: aborted: %s by %s during %s (nothing to undo)\n",
+      std::fprintf(stderr, "p2bmig: aborted: %s by %s in phase '%s' (nothing to undo)\n",
                    command_name.c_str(), cancel_signal.c_str(), current_phase.c_str());
       std::fflush(stderr);
       ::_exit(1);
@@ -91,6 +93,11 @@ AbortOnSignal::~AbortOnSignal() {
 std::string CancelSignal() {
   std::lock_guard lock(mu);
   return cancel_signal;
+}
+
+std::string CancelPhase() {
+  std::lock_guard lock(mu);
+  return cancel_phase;
 }
 
 }  // namespace p2bmig::cli

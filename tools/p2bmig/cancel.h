@@ -35,6 +35,8 @@ class AbortOnSignal {
 
 // The name of the signal that cancelled the command ("SIGTERM"), or empty.
 std::string CancelSignal();
+// The phase the command was in when the signal came.
+std::string CancelPhase();
 
 }  // namespace p2bmig::cli
 

@@ -157,15 +157,15 @@ void RunReceive(const ReceiveArgs& a) {
     // Never leave a half-restored guest behind (invariant I6).
     if (!partial.empty()) ::unlink(partial.c_str());
     if (!a.memory_file.empty()) ::unlink(a.memory_file.c_str());
-    const std::string phase = Phase();
-    std::fprintf(stderr, "p2bmig: target: migration failed during %s; guest memory discarded\n",
+    const std::string phase = CancelSignal().empty() ? Phase() : CancelPhase();
+    std::fprintf(stderr, "p2bmig: target: migration failed in phase '%s'; guest memory discarded\n",
                  phase.c_str());
     const std::string signal = CancelSignal();
     if (!signal.empty()) {
       throw Error(ErrorKind::kAborted,
-                  fmt::format("target: cancelled by {} during {}", signal, phase));
+                  fmt::format("target: cancelled by {} in phase '{}'", signal, CancelPhase()));
     }
-    throw Error(e.kind(), fmt::format("target, during {}: {}", phase, e.what()));
+    throw Error(e.kind(), fmt::format("target, in phase '{}': {}", phase, e.what()));
   } catch (...) {
     if (committed) throw;
     if (!partial.empty()) ::unlink(partial.c_str());

@@ -130,7 +130,7 @@ void RunSend(const SendArgs& a) {
     try {
       conn = ConnectWithRetry(*endpoint, a.connect_wait_s, LinkOptions(a.security, tls.get()));
     } catch (const Error& e) {
-      throw Error(e.kind(), fmt::format("source, during {} (the guest was not paused and runs "
+      throw Error(e.kind(), fmt::format("source, in phase '{}' (the guest was not paused and runs "
                                         "on): {}",
                                         Phase(), e.what()));
     }
@@ -162,8 +162,8 @@ void RunSend(const SendArgs& a) {
     });
   } catch (const Error& e) {
     // Migrate resumed the guest. Show that it runs on, intact.
-    const std::string phase = Phase();
     const std::string signal = CancelSignal();
+    const std::string phase = signal.empty() ? Phase() : CancelPhase();
     uint64_t ops = 0;
     uint64_t corrupt = 0;
     try {
@@ -173,7 +173,7 @@ void RunSend(const SendArgs& a) {
       spdlog::error("source: the resumed guest failed: {}", run_error.what());
     }
     std::fprintf(stderr,
-                 "p2bmig: source: migration failed during %s; guest resumed: it ran %llu "
+                 "p2bmig: source: migration failed in phase '%s'; guest resumed: it ran %llu "
                  "operations in 0.5 s after the failure, %s\n",
                  phase.c_str(), static_cast<unsigned long long>(ops),
                  corrupt == 0 ? "its kernel memory is intact"
@@ -181,9 +181,9 @@ void RunSend(const SendArgs& a) {
     host.guest().memory().Sync();
     if (!signal.empty()) {
       throw Error(ErrorKind::kAborted,
-                  fmt::format("source: cancelled by {} during {}", signal, phase));
+                  fmt::format("source: cancelled by {} in phase '{}'", signal, CancelPhase()));
     }
-    throw Error(e.kind(), fmt::format("source, during {}: {}", phase, e.what()));
+    throw Error(e.kind(), fmt::format("source, in phase '{}': {}", phase, e.what()));
   }
   // The target has committed: the guest is its now, and what is left of
   // the connection does not matter.
