@@ -1,5 +1,6 @@
 #include "sim/fetch_credits.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -13,6 +14,9 @@ namespace {
 
 constexpr auto kIdleTick = std::chrono::milliseconds(2);
 constexpr size_t kMaxQueuedRecords = 64;
+// Records read ahead of the resolver, in bytes of body: with records of up
+// to 16 MiB (StreamLimits), the count alone would allow 1 GiB.
+constexpr size_t kMaxQueuedBytes = 32u << 20;
 
 }  // namespace
 
@@ -76,10 +80,12 @@ void CreditReceiver::Abandon() {
 }
 
 void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* resolver,
-                        bool send_credits, const std::function<void(uint32_t, bool)>& on_record) {
+                        bool send_credits, const std::function<void(uint32_t, bool)>& on_record,
+                        ReceiveStats* stats) {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<Record> queue;
+  size_t queued_bytes = 0;
   bool done = false;  // the reader has stopped (after END or an error)
   std::exception_ptr error;
   ImageHeader image;
@@ -95,8 +101,15 @@ void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* 
         reader.ReadRecord(&r);
         bool end = r.type == rec::kEnd;
         std::unique_lock lock(mu);
-        cv.wait(lock, [&] { return queue.size() < kMaxQueuedRecords || done; });
+        // One record always fits, however large (within StreamLimits).
+        cv.wait(lock, [&] {
+          return (queue.size() < kMaxQueuedRecords &&
+                  (queue.empty() || queued_bytes + r.body.size() <= kMaxQueuedBytes)) ||
+                 done;
+        });
         if (done) return;  // the consumer gave up
+        queued_bytes += r.body.size();
+        if (stats) stats->peak_queued_bytes = std::max(stats->peak_queued_bytes, queued_bytes);
         queue.push_back(std::move(r));
         cv.notify_all();
         if (end) break;
@@ -120,6 +133,7 @@ void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* 
         if (!queue.empty()) {
           r = std::move(queue.front());
           queue.pop_front();
+          queued_bytes -= r->body.size();
           cv.notify_all();
         } else if (done) {
           if (error) std::rethrow_exception(error);

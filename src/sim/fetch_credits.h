@@ -64,11 +64,18 @@ class CreditReceiver : public FetchCredits {
 // after END. Records are read on a thread of their own, so that fetches go on
 // being passed on, and credits sent back (if `send_credits`), while the
 // source is waiting for credits and sends nothing.
+struct ReceiveStats {
+  size_t peak_queued_bytes = 0;  // most record bytes read ahead of the resolver
+};
+
+// At most 64 records and 32 MiB of record bodies (or one record, if larger)
+// wait between the reader thread and the resolver.
 // `on_record`, if set, is called with each record's type before (true) and
 // after (false) the resolver handles it.
 void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* resolver,
                         bool send_credits,
-                        const std::function<void(uint32_t, bool)>& on_record = {});
+                        const std::function<void(uint32_t, bool)>& on_record = {},
+                        ReceiveStats* stats = nullptr);
 
 }  // namespace p2bmig::sim
 
