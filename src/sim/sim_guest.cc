@@ -231,7 +231,7 @@ void SimGuest::RawIo(IoOp op, uint32_t disk, uint64_t sector, uint32_t nr_sector
   Report(IoEvent{op, disk, sector, {seg}});
 }
 
-void SimGuest::ReclaimCache(uint32_t nr_pages, Rng& rng) {
+void SimGuest::ReclaimCache(uint32_t nr_pages, uint64_t anon_limit, Rng& rng) {
   Step step(this);
   std::lock_guard lock(mu_);
   for (uint32_t i = 0; i < nr_pages && !cache_fifo_.empty();) {
@@ -246,6 +246,18 @@ void SimGuest::ReclaimCache(uint32_t nr_pages, Rng& rng) {
       continue;
     }
     cache_.erase(it);
+    if (anon_.size() >= anon_limit && !anon_.empty()) {
+      // Anonymous memory is at its limit: the program that wanted the page
+      // frees one of its others (content left as it was, like any free page).
+      // Without this, a long enough run turns every cache page into
+      // anonymous memory and the next cache miss finds nothing to evict.
+      const size_t victim = rng.Below(anon_.size());
+      const Pfn freed = anon_[victim];
+      anon_[victim] = anon_.back();
+      anon_.pop_back();
+      pages_[freed] = {PageUse::kFree, false, 0, 0};
+      free_.push_back(freed);
+    }
     st = {PageUse::kAnon, false, 0, 0};
     anon_.push_back(p);
     WritePage(p, DrawAnonContent(rng), rng);

@@ -73,8 +73,9 @@ class SimGuest : public Domain, public IoTap {
   // the page cache (overwrites blocks that cache pages may still map).
   void RawWrite(uint32_t disk, uint64_t sector, uint32_t nr_sectors, uint32_t page_sect, Rng& rng);
   // Evicts up to `nr_pages` clean cache pages and reuses them as anonymous
-  // memory with new content.
-  void ReclaimCache(uint32_t nr_pages, Rng& rng);
+  // memory with new content; at `anon_limit` anonymous pages, frees one
+  // anonymous page for each.
+  void ReclaimCache(uint32_t nr_pages, uint64_t anon_limit, Rng& rng);
 
   // Ends all guest activity for good: operations waiting on a pause, and all
   // later ones, throw Error(kAborted) without touching memory. Used when the

@@ -262,7 +262,7 @@ void WorkloadRunner::RunSlice(Rng& rng, double scale) {
     ++ops_;
   }
   if (uint64_t n = count(p.reclaim_pages_per_s)) {
-    guest_->ReclaimCache(static_cast<uint32_t>(n), rng);
+    guest_->ReclaimCache(static_cast<uint32_t>(n), anon_limit, rng);
     ++ops_;
   }
 }
