@@ -119,7 +119,6 @@ uint64_t SourceHost::RunOn(double seconds) {
 }
 
 TargetHost::TargetHost(TargetOptions options) : options_(std::move(options)) {
-  memory_ = std::make_unique<GuestMemory>(options_.memory_pages, options_.memory_path);
   store_ = OpenBlockStore(options_.disks);
   if (options_.wrap_store) wrapped_store_ = options_.wrap_store(store_.get());
   options_.resolver.nr_pfns = options_.memory_pages;
@@ -131,6 +130,11 @@ TargetReport TargetHost::Receive(ByteStream* link) {
   TargetReport report;
   BlockStore* store = wrapped_store_ ? wrapped_store_.get() : store_.get();
   report.store = store->Describe();
+  // The guest's memory exists from the first byte of a migration on, not
+  // before: a receiver that is still waiting for its source holds none.
+  if (!memory_) {
+    memory_ = std::make_unique<GuestMemory>(options_.memory_pages, options_.memory_path);
+  }
   SimRestore restore(memory_.get());
   Resolver resolver(store, &restore, options_.resolver);
   uint64_t bytes_before = link->bytes_read();

@@ -112,15 +112,18 @@ struct TargetReport {
 
 class TargetHost {
  public:
+  // Opens the disks (the shared storage); no guest memory yet.
   explicit TargetHost(TargetOptions options);
   ~TargetHost();
   TargetHost(const TargetHost&) = delete;
   TargetHost& operator=(const TargetHost&) = delete;
 
-  // Receives one migration. Throws on any failure; the caller then discards
-  // the target guest (no half-restored guest is ever reported as running).
+  // Receives one migration; creates the guest's memory first. Throws on any
+  // failure; the caller then discards the target guest (no half-restored
+  // guest is ever reported as running).
   TargetReport Receive(ByteStream* link);
 
+  // REQUIRES: Receive was called.
   GuestMemory& memory() { return *memory_; }
 
  private:

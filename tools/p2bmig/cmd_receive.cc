@@ -114,9 +114,15 @@ void RunReceive(const ReceiveArgs& a) {
   std::unique_ptr<TlsContext> tls;
   std::unique_ptr<ByteStream> link;
   std::unique_ptr<TcpListener> listener;
+  Endpoint ep;
   if (!a.listen.empty()) {
+    ep = ParseEndpoint(a.listen);
     tls = MakeTlsContext(a.security, TlsRole::kServer);
-    Endpoint ep = ParseEndpoint(a.listen);
+  }
+  // The shared storage is reached before the source arrives (NFS takes a
+  // moment to mount); the guest's memory only once it is there.
+  sim::TargetHost host(opt);
+  if (!a.listen.empty()) {
     SetPhase("waiting for the source");
     listener = std::make_unique<TcpListener>(ep.host, ep.port);
     spdlog::info("target: listening on {}:{}{}", ep.host, listener->port(),
@@ -131,7 +137,6 @@ void RunReceive(const ReceiveArgs& a) {
   bool committed = false;
   try {
     // Only an authenticated source gets us to create the guest's memory.
-    sim::TargetHost host(opt);
     sim::TargetReport report = host.Receive(link.get());
     SetPhase("after the last byte (committing)");
     host.memory().Sync();
