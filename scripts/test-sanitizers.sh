@@ -28,7 +28,8 @@ for s in "${which[@]}"; do
         --gtest_filter='-Migration.NoPageCacheIsNoWorseThanBaseline'
       ;;
     tsan)
-      TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 P2BMIG_STRESS_RUNS=6 \
+      TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
+      P2BMIG_STRESS_RUNS=6 \
         "build-$s/tests/p2bmig_tests" --gtest_brief=1 \
         --gtest_filter='*FetchQueue*:*Resolver*:*Transport*:*Tls*:*ReceiveBudget*:*BlockStore*:*Migration*-Migration.NoPageCacheIsNoWorseThanBaseline'
       ;;

@@ -17,13 +17,19 @@
 namespace p2bmig::test {
 namespace {
 
-// A restore that takes its time over every record.
+// A restore that stalls on its first record (long enough for the reader to
+// fill any budget, even in a sanitizer build) and then takes its time.
 class SlowSink : public RecordSink {
  public:
   void WriteHeaders(const ImageHeader&, const DomainHeader&) override {}
   void WriteRecord(const Record& r) override {
-    if (r.type == rec::kPageData) std::this_thread::sleep_for(std::chrono::milliseconds(15));
+    if (r.type != rec::kPageData) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(first_ ? 1500 : 5));
+    first_ = false;
   }
+
+ private:
+  bool first_ = true;
 };
 
 TEST(ReceiveBudgetTest, RecordsReadAheadStayWithinTheByteBudget) {
