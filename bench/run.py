@@ -210,12 +210,19 @@ class Bench:
         dst_mem = os.path.join(self.mem_dir, "target.mem")
         image = os.path.join(self.export, image_name)
         mem_arg = f"{memory >> 20}M"
+        # The link is secured as in production: TLS 1.3 with a pre-shared key.
+        psk = os.path.join(self.mem_dir, "link.psk")
+        if not os.path.exists(psk):
+            fd = os.open(psk, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(os.urandom(32).hex() + "\n")
         receive = ["ip", "netns", "exec", TGT_NS, self.p2bmig, "receive", "--listen", addr,
+                   "--psk-file", psk,
                    "--memory", mem_arg, "--disk", link.nas_url(image_name),
                    "--memory-file", dst_mem, "--timeout", "600", "--json"]
         if self.args.max_gap is not None:
             receive += ["--max-gap", str(self.args.max_gap)]
-        send = ["ip", "netns", "exec", SRC_NS, self.p2bmig, "send", "--to", addr,
+        send = ["ip", "netns", "exec", SRC_NS, self.p2bmig, "send", "--to", addr, "--psk-file", psk,
                 "--memory", mem_arg, "--disk", image, "--memory-file", src_mem,
                 "--workload", workload, "--seed", str(self.args.seed), "--mode", mode,
                 "--rate", "off", "--connect-wait", "30", "--json"]

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   build-essential cmake ninja-build pkg-config git python3
-  libboost-dev libboost-system-dev libssl-dev
+  libboost-dev libboost-system-dev libssl-dev openssl  # openssl: scripts/make-certs.sh
   libgtest-dev libgmock-dev libbenchmark-dev
   libxxhash-dev libzstd-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libxen-dev libnfs-dev libnfs-utils

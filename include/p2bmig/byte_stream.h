@@ -41,6 +41,11 @@ class ByteStream {
   // What this stream is connected to, for messages ("tcp 127.0.0.1:7000").
   virtual std::string Describe() const = 0;
 
+  // Cancels the connection: calls blocked in any thread, and all later ones,
+  // fail. The one call that may come from any thread at any time (a signal
+  // handler's thread cancelling a migration). No-op for files.
+  virtual void Abort() {}
+
   uint64_t bytes_read() const { return bytes_read_; }
   uint64_t bytes_written() const { return bytes_written_; }
 
@@ -73,6 +78,7 @@ class ByteStreamWrapper : public ByteStream {
   void Flush() override { target_->Flush(); }
   void CloseWrite() override { target_->CloseWrite(); }
   std::string Describe() const override { return target_->Describe(); }
+  void Abort() override { target_->Abort(); }
 
  private:
   ByteStream* target_;

@@ -29,19 +29,25 @@ namespace p2bmig {
 struct ResolverOptions {
   uint64_t nr_pfns = 0;  // the target domain's pfn space; 0 = no bound
   StreamLimits limits;
+  // Mappings received and not yet fetched, at most (each costs ~100 bytes of
+  // bookkeeping). A source that sends mappings faster than the storage
+  // serves them (one that ignores fetch credits) is made to wait: the
+  // resolver stops reading until the fetches are done.
+  size_t max_pending_fetches = 1u << 18;
   FetchOptions fetch;
 };
 
 struct ResolverStats {
-  uint64_t pages_data = 0;          // pages received with their content
-  uint64_t pages_mapped = 0;        // mappings received
-  uint64_t pages_zero = 0;          // zero pages received
-  uint64_t fetches_applied = 0;     // fetched pages passed on
-  uint64_t fetches_superseded = 0;  // fetched pages dropped for a newer record
-  uint64_t hash_mismatches = 0;     // fetched blocks that did not match (before re-read)
-  uint64_t nas_bytes = 0;           // bytes read from shared storage
-  uint64_t nas_reads = 0;           // read operations on shared storage
-  double drain_wait_s = 0;          // time END waited for the fetch queue
+  uint64_t pages_data = 0;            // pages received with their content
+  uint64_t pages_mapped = 0;          // mappings received
+  uint64_t pages_zero = 0;            // zero pages received
+  uint64_t fetches_applied = 0;       // fetched pages passed on
+  uint64_t fetches_superseded = 0;    // fetched pages dropped for a newer record
+  uint64_t hash_mismatches = 0;       // fetched blocks that did not match (before re-read)
+  uint64_t nas_bytes = 0;             // bytes read from shared storage
+  uint64_t nas_reads = 0;             // read operations on shared storage
+  double drain_wait_s = 0;            // time END waited for the fetch queue
+  uint64_t peak_pending_fetches = 0;  // most mappings waiting for their fetch at once
 };
 
 class Resolver : public RecordSink {

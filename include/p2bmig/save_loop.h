@@ -52,7 +52,8 @@ class SaveLoop {
   // REQUIRES: domain and out outlive the loop.
   SaveLoop(Domain* domain, RecordSink* out, SaveOptions options = {});
 
-  // Called after each batch; must be cheap.
+  // Called when a round begins (even an empty one) and after each batch;
+  // must be cheap.
   void SetProgressCallback(std::function<void(const SaveProgress&)> fn) {
     progress_ = std::move(fn);
   }

@@ -15,11 +15,21 @@
 
 namespace p2bmig {
 
+class TlsContext;
+
 struct TcpOptions {
   double connect_timeout_s = 10;
+  // A connection whose peer stops acknowledging (dead host, cut link) fails
+  // after about this long, even while this end only reads (TCP keepalive and
+  // TCP_USER_TIMEOUT). 0: the kernel's defaults (many minutes).
+  double link_timeout_s = 0;
+  // Secure the connection with TLS (a client context for TcpConnect, a
+  // server context for Accept); null: plain TCP.
+  const TlsContext* tls = nullptr;
 };
 
-// Connects to host:port. Throws Error(kNetwork) naming the peer if it cannot.
+// Connects to host:port. Throws Error(kNetwork) naming the peer if it cannot,
+// Error(kAuthentication) if the TLS handshake fails.
 std::unique_ptr<ByteStream> TcpConnect(const std::string& host, uint16_t port,
                                        TcpOptions options = {});
 
@@ -32,8 +42,11 @@ class TcpListener {
   TcpListener& operator=(const TcpListener&) = delete;
 
   uint16_t port() const;
-  // Waits for one connection; throws Error(kNetwork) after `timeout_s` (<= 0: forever).
-  std::unique_ptr<ByteStream> Accept(double timeout_s = 0);
+  // Waits for one connection; throws Error(kNetwork) after `timeout_s` (<= 0:
+  // forever). With options.tls, runs the handshake (within the TLS context's
+  // own timeout) and throws Error(kAuthentication) if the peer fails it: the
+  // caller may then accept again.
+  std::unique_ptr<ByteStream> Accept(double timeout_s = 0, const TcpOptions& options = {});
 
  private:
   struct Impl;

@@ -38,6 +38,7 @@ enum class ErrorKind {
   kMalformedStream,  // the migration stream violates docs/stream-format.md
   kIo,               // local or shared storage failed
   kNetwork,          // the migration link failed or the peer went away
+  kAuthentication,   // the peer failed TLS authentication
   kVerification,     // content did not match its hash (NAS block, memory)
   kAborted,          // cancelled by a signal or by the peer
   kInternal,         // a bug

@@ -12,6 +12,8 @@ const char* ErrorKindName(ErrorKind kind) {
       return "storage error";
     case ErrorKind::kNetwork:
       return "network error";
+    case ErrorKind::kAuthentication:
+      return "authentication failed";
     case ErrorKind::kVerification:
       return "verification failed";
     case ErrorKind::kAborted:

@@ -1,5 +1,6 @@
 #include "sim/fetch_credits.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -13,6 +14,9 @@ namespace {
 
 constexpr auto kIdleTick = std::chrono::milliseconds(2);
 constexpr size_t kMaxQueuedRecords = 64;
+// Records read ahead of the resolver, in bytes of body: with records of up
+// to 16 MiB (StreamLimits), the count alone would allow 1 GiB.
+constexpr size_t kMaxQueuedBytes = 32u << 20;
 
 }  // namespace
 
@@ -28,6 +32,10 @@ CreditReceiver::CreditReceiver(ByteStream* link) : link_(link) {
       uint64_t v;
       std::memcpy(&v, buf, sizeof(v));
       std::lock_guard lock(mu_);
+      if (v == kCommitWord) {
+        committed_ = true;
+        continue;
+      }
       fetched_ = std::max(fetched_, v);
       cv_.notify_all();
     }
@@ -50,6 +58,19 @@ void CreditReceiver::WaitForEnd() {
   if (reader_.joinable()) reader_.join();
 }
 
+bool CreditReceiver::committed() {
+  std::lock_guard lock(mu_);
+  return committed_;
+}
+
+void SendCommit(ByteStream* link) {
+  uint8_t buf[8];
+  const uint64_t word = kCommitWord;
+  std::memcpy(buf, &word, sizeof(buf));
+  link->WriteAll(buf, sizeof(buf));
+  link->Flush();
+}
+
 void CreditReceiver::Abandon() {
   try {
     link_->CloseWrite();
@@ -59,10 +80,12 @@ void CreditReceiver::Abandon() {
 }
 
 void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* resolver,
-                        bool send_credits) {
+                        bool send_credits, const std::function<void(uint32_t, bool)>& on_record,
+                        ReceiveStats* stats) {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<Record> queue;
+  size_t queued_bytes = 0;
   bool done = false;  // the reader has stopped (after END or an error)
   std::exception_ptr error;
   ImageHeader image;
@@ -78,8 +101,15 @@ void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* 
         reader.ReadRecord(&r);
         bool end = r.type == rec::kEnd;
         std::unique_lock lock(mu);
-        cv.wait(lock, [&] { return queue.size() < kMaxQueuedRecords || done; });
+        // One record always fits, however large (within StreamLimits).
+        cv.wait(lock, [&] {
+          return (queue.size() < kMaxQueuedRecords &&
+                  (queue.empty() || queued_bytes + r.body.size() <= kMaxQueuedBytes)) ||
+                 done;
+        });
         if (done) return;  // the consumer gave up
+        queued_bytes += r.body.size();
+        if (stats) stats->peak_queued_bytes = std::max(stats->peak_queued_bytes, queued_bytes);
         queue.push_back(std::move(r));
         cv.notify_all();
         if (end) break;
@@ -103,6 +133,7 @@ void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* 
         if (!queue.empty()) {
           r = std::move(queue.front());
           queue.pop_front();
+          queued_bytes -= r->body.size();
           cv.notify_all();
         } else if (done) {
           if (error) std::rethrow_exception(error);
@@ -110,7 +141,9 @@ void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* 
         }
       }
       if (r) {
+        if (on_record) on_record(r->type, true);
         resolver->WriteRecord(*r);
+        if (on_record) on_record(r->type, false);
         if (r->type == rec::kEnd) return;
       } else {
         resolver->Progress();

@@ -13,6 +13,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -22,7 +23,17 @@
 
 namespace p2bmig::sim {
 
-// Source side: reads credits from `link` until the target closes it.
+// Sent by the target on the reverse direction once it holds the whole guest
+// (END processed, every fetch verified, memory written): the commit. A
+// source that does not receive it before the connection ends must assume the
+// target failed and keep its guest. Credits never reach this value.
+inline constexpr uint64_t kCommitWord = ~uint64_t{0};
+
+// Target side: sends the commit word. Throws like WriteAll.
+void SendCommit(ByteStream* link);
+
+// Source side: reads credits (and the commit) from `link` until the target
+// closes it.
 class CreditReceiver : public FetchCredits {
  public:
   explicit CreditReceiver(ByteStream* link);
@@ -33,6 +44,8 @@ class CreditReceiver : public FetchCredits {
   void WaitForFetched(uint64_t n) override;
   // Waits until the target has closed the link.
   void WaitForEnd();
+  // After WaitForEnd: whether the target sent its commit.
+  bool committed();
   // The migration failed: shut our sending side so that the target gives up
   // and closes, then wait for the reader.
   void Abandon();
@@ -43,6 +56,7 @@ class CreditReceiver : public FetchCredits {
   std::condition_variable cv_;
   uint64_t fetched_ = 0;
   bool ended_ = false;
+  bool committed_ = false;
   std::thread reader_;
 };
 
@@ -50,8 +64,18 @@ class CreditReceiver : public FetchCredits {
 // after END. Records are read on a thread of their own, so that fetches go on
 // being passed on, and credits sent back (if `send_credits`), while the
 // source is waiting for credits and sends nothing.
+struct ReceiveStats {
+  size_t peak_queued_bytes = 0;  // most record bytes read ahead of the resolver
+};
+
+// At most 64 records and 32 MiB of record bodies (or one record, if larger)
+// wait between the reader thread and the resolver.
+// `on_record`, if set, is called with each record's type before (true) and
+// after (false) the resolver handles it.
 void ReceiveWithCredits(ByteStream* link, const StreamLimits& limits, Resolver* resolver,
-                        bool send_credits);
+                        bool send_credits,
+                        const std::function<void(uint32_t, bool)>& on_record = {},
+                        ReceiveStats* stats = nullptr);
 
 }  // namespace p2bmig::sim
 

@@ -20,11 +20,16 @@ GuestMemory::GuestMemory(uint64_t nr_pages, const std::string& backing_path)
   int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE;
   if (!path_.empty()) {
     fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-      int err = errno;
-      if (fd >= 0) ::close(fd);
-      throw Error(ErrorKind::kIo,
-                  fmt::format("cannot create guest memory file {}: {}", path_, std::strerror(err)));
+    // Allocated, not just sized: on a full file system a sparse file would
+    // turn a later write into the guest's memory into SIGBUS.
+    int err = fd < 0 ? errno : ::posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+    if (err != 0) {
+      if (fd >= 0) {
+        ::close(fd);
+        ::unlink(path_.c_str());
+      }
+      throw Error(ErrorKind::kIo, fmt::format("cannot create guest memory file {} ({} MiB): {}",
+                                              path_, bytes >> 20, std::strerror(err)));
     }
     flags = MAP_SHARED | MAP_POPULATE;
   }

@@ -40,7 +40,7 @@ constexpr uint32_t kMaxRequestPages = 32;
 }  // namespace
 
 SimGuest::SimGuest(const SimGuestConfig& config, uint64_t seed)
-    : config_(config), memory_(config.memory_pages, config.memory_path) {
+    : config_(config), seed_(seed), memory_(config.memory_pages, config.memory_path) {
   if (config_.kernel_pages + config_.buffer_pages >= config_.memory_pages) {
     throw Error(ErrorKind::kInvalidArgument, "guest memory too small for its kernel");
   }
@@ -72,6 +72,20 @@ SimGuest::SimGuest(const SimGuestConfig& config, uint64_t seed)
   }
   // Hand out free pages from the top, as a buddy allocator would.
   for (Pfn p = config_.memory_pages; p-- > pfn;) free_.push_back(p);
+}
+
+uint64_t SimGuest::CorruptKernelPages() const {
+  // Boot again into a scratch page, in the same order with the same seed.
+  Rng rng(seed_);
+  std::vector<uint8_t> page(kPageSize);
+  uint64_t bad = 0;
+  for (Pfn pfn = 0; pfn < config_.kernel_pages; ++pfn) {
+    FillPage(page.data(), rng.Chance(0.8) ? ContentKind::kBinary : ContentKind::kZero, rng);
+    if (std::memcmp(page.data(), memory_.page(pfn), kPageSize) != 0) {
+      ++bad;
+    }
+  }
+  return bad;
 }
 
 SimGuest::~SimGuest() {

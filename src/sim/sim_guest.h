@@ -90,6 +90,10 @@ class SimGuest : public Domain, public IoTap {
   // the final pause).
   void Halt();
 
+  // Pages of the guest's kernel (written once at boot, never again) whose
+  // content is not what boot wrote: 0 for a guest nothing has corrupted.
+  uint64_t CorruptKernelPages() const;
+
   GuestMemoryUse MemoryUse() const;
   uint64_t cached_pages() const;
   uint64_t anon_pages() const;
@@ -147,6 +151,7 @@ class SimGuest : public Domain, public IoTap {
   void WritePage(Pfn pfn, ContentKind kind, Rng& rng);
 
   SimGuestConfig config_;
+  uint64_t seed_;
   GuestMemory memory_;
   std::vector<Disk> disks_;
 

@@ -1,6 +1,9 @@
 #include "sim/sim_host.h"
 
 #include <chrono>
+#include <thread>
+
+#include <fmt/format.h>
 
 #include <p2bmig/block_store.h>
 #include <p2bmig/stream.h>
@@ -94,10 +97,14 @@ SourceReport SourceHost::Migrate(ByteStream* link,
   std::unique_ptr<HintFreeSink> hint_free;
   std::unique_ptr<CreditReceiver> credits;
   RecordSink* sink = &writer;
+  // The reverse direction carries credits (p2bmig with flow control) and
+  // the target's commit.
+  if ((options_.mode == Mode::kP2bmig && options_.flow_control) || options_.wait_for_commit) {
+    credits = std::make_unique<CreditReceiver>(link);
+  }
   if (options_.mode == Mode::kP2bmig) {
-    if (options_.flow_control) credits = std::make_unique<CreditReceiver>(link);
     filter = std::make_unique<Filter>(map_.get(), domain, guest_.get(), &writer, options_.filter,
-                                      credits.get());
+                                      options_.flow_control ? credits.get() : nullptr);
     sink = filter.get();
     if (mapper_) {
       hint_free = std::make_unique<HintFreeSink>(mapper_.get(), filter.get(), domain->nr_pfns());
@@ -130,13 +137,29 @@ SourceReport SourceHost::Migrate(ByteStream* link,
   } catch (...) {
     // SaveLoop resumed the guest if it had paused it; keep it running.
     guest_->Resume();
-    workload_->Stop();
+    try {
+      workload_->Stop();
+    } catch (...) {  // the migration's error is the one to report
+    }
     if (credits) credits->Abandon();
     throw;
   }
   // The target closes the link once it has the whole guest; the credits
   // reader ends there, and so do we.
   if (credits) credits->WaitForEnd();
+  if (options_.wait_for_commit && !credits->committed()) {
+    // The stream went out whole but the target did not take the guest
+    // (it failed after the last byte, or died): the guest is still ours.
+    guest_->Resume();
+    try {
+      workload_->Stop();
+    } catch (...) {
+    }
+    throw Error(ErrorKind::kNetwork,
+                fmt::format("{}: the target closed the connection without committing the "
+                            "migration (it failed after the last byte or went away)",
+                            link->Describe()));
+  }
   // The guest stays paused: its memory is what the target now holds. Its
   // workload threads are parked on the pause and leave without running.
   guest_->Halt();
@@ -148,8 +171,15 @@ SourceReport SourceHost::Migrate(ByteStream* link,
   return report;
 }
 
+uint64_t SourceHost::RunOn(double seconds) {
+  const uint64_t before = workload_->ops();
+  workload_->Start();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  workload_->Stop();
+  return workload_->ops() - before;
+}
+
 TargetHost::TargetHost(TargetOptions options) : options_(std::move(options)) {
-  memory_ = std::make_unique<GuestMemory>(options_.memory_pages, options_.memory_path);
   store_ = OpenBlockStore(options_.disks);
   if (options_.wrap_store) wrapped_store_ = options_.wrap_store(store_.get());
   options_.resolver.nr_pfns = options_.memory_pages;
@@ -161,10 +191,16 @@ TargetReport TargetHost::Receive(ByteStream* link) {
   TargetReport report;
   BlockStore* store = wrapped_store_ ? wrapped_store_.get() : store_.get();
   report.store = store->Describe();
+  // The guest's memory exists from the first byte of a migration on, not
+  // before: a receiver that is still waiting for its source holds none.
+  if (!memory_) {
+    memory_ = std::make_unique<GuestMemory>(options_.memory_pages, options_.memory_path);
+  }
   SimRestore restore(memory_.get());
   Resolver resolver(store, &restore, options_.resolver);
   uint64_t bytes_before = link->bytes_read();
-  ReceiveWithCredits(link, options_.resolver.limits, &resolver, options_.send_credits);
+  ReceiveWithCredits(link, options_.resolver.limits, &resolver, options_.send_credits,
+                     options_.on_record);
   if (!restore.complete()) {
     throw Error(ErrorKind::kMalformedStream, "stream ended before its END record");
   }

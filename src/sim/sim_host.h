@@ -54,6 +54,10 @@ struct SourceOptions {
   // fetch work. filter.max_unfetched_mappings, the window during a round, can
   // then be large enough to keep the shared storage busy.
   uint64_t max_unfetched_at_pause = 0;
+  // The migration is complete only once the target has sent its commit on
+  // the link (a connection: see fetch_credits.h). Without it, the source
+  // resumes its guest and fails, however far the stream got.
+  bool wait_for_commit = false;
   // Optional: wraps the guest before the migration sees it (fault injection).
   std::function<std::unique_ptr<Domain>(Domain*)> wrap_domain;
   HintSource hints = HintSource::kTap;
@@ -88,6 +92,10 @@ class SourceHost {
   // guest is resumed, unchanged, and the error rethrown (invariant I6).
   SourceReport Migrate(ByteStream* link, std::function<void(const SaveProgress&)> progress = {});
 
+  // After a failed Migrate: lets the resumed guest run its workload for
+  // `seconds` and returns how many operations it did.
+  uint64_t RunOn(double seconds);
+
   SimGuest& guest() { return *guest_; }
   P2bMap& map() { return *map_; }
 
@@ -107,6 +115,9 @@ struct TargetOptions {
   ResolverOptions resolver;        // nr_pfns is filled in from memory_pages
   // Report fetch progress to the source on the link (a connection only).
   bool send_credits = true;
+  // Optional: called with each record's type before (true) and after
+  // (false) the resolver handles it (the CLI names phases with it).
+  std::function<void(uint32_t type, bool before)> on_record;
   // Optional: wraps the store (fault injection, delays in tests).
   std::function<std::unique_ptr<BlockStore>(BlockStore*)> wrap_store;
 };
@@ -122,15 +133,18 @@ struct TargetReport {
 
 class TargetHost {
  public:
+  // Opens the disks (the shared storage); no guest memory yet.
   explicit TargetHost(TargetOptions options);
   ~TargetHost();
   TargetHost(const TargetHost&) = delete;
   TargetHost& operator=(const TargetHost&) = delete;
 
-  // Receives one migration. Throws on any failure; the caller then discards
-  // the target guest (no half-restored guest is ever reported as running).
+  // Receives one migration; creates the guest's memory first. Throws on any
+  // failure; the caller then discards the target guest (no half-restored
+  // guest is ever reported as running).
   TargetReport Receive(ByteStream* link);
 
+  // REQUIRES: Receive was called.
   GuestMemory& memory() { return *memory_; }
 
  private:

@@ -91,6 +91,7 @@ void SaveLoop::SendPages(std::vector<Pfn>& pfns, SaveProgress* progress) {
   ++stats_.rounds;
   stats_.round_pages.push_back(pfns.size());
   std::sort(pfns.begin(), pfns.end());
+  if (progress_) progress_(*progress);  // the round begins (it may be empty)
   std::vector<uint8_t> buf(options_.batch_pages * kPageSize);
   for (size_t i = 0; i < pfns.size(); i += options_.batch_pages) {
     size_t n = std::min(options_.batch_pages, pfns.size() - i);

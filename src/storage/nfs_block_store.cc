@@ -486,7 +486,8 @@ class NfsBlockStore : public BlockStore {
   void Complete(Request* req) {
     std::exception_ptr error;
     if (!req->error.empty()) error = std::make_exception_ptr(Error(ErrorKind::kIo, req->error));
-    req->done(error);
+    // Handed over, not shared: the reader then holds the only reference.
+    req->done(std::move(error));
     delete req;
     outstanding_--;
   }

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <unordered_map>
@@ -94,6 +95,7 @@ struct Resolver::Impl {
   void Submit(const PendingMapping& m) {
     uint64_t tag = next_tag++;
     in_flight[tag] = m;
+    stats.peak_pending_fetches = std::max<uint64_t>(stats.peak_pending_fetches, in_flight.size());
     newest_tag[m.pfn] = tag;
     queue.Submit(tag, m.addr);
   }
@@ -166,6 +168,10 @@ struct Resolver::Impl {
                                 m.pfn, m.addr.disk, m.addr.block, m.type));
       }
       Supersede(m.pfn);
+      if (in_flight.size() >= options.max_pending_fetches) {
+        // Budget: wait for the storage rather than queue without bound.
+        queue.Drain([this](uint64_t tag, const uint8_t* data) { Deliver(tag, data); });
+      }
       Submit({m.pfn, m.type, m.addr, m.hash});
       ++stats.pages_mapped;
     }

@@ -1,6 +1,7 @@
 // ByteStream over a file descriptor: pipes (the libxl save helper's fd),
 // sockets and regular files (saved images).
 
+#include <atomic>
 #include <cstring>
 
 #include <errno.h>
@@ -56,6 +57,7 @@ class FdByteStream : public ByteStream {
   void WriteAll(const void* buf, size_t len) override {
     const auto* p = static_cast<const uint8_t*>(buf);
     while (len > 0) {
+      if (aborted_) throw Error(ErrorKind::kAborted, fmt::format("{}: aborted", name_));
       // MSG_NOSIGNAL: a closed socket must become an error, not a SIGPIPE.
       const ssize_t n = socket_ ? send(fd_, p, len, MSG_NOSIGNAL) : write(fd_, p, len);
       if (n < 0) {
@@ -80,9 +82,15 @@ class FdByteStream : public ByteStream {
 
   std::string Describe() const override { return name_; }
 
+  void Abort() override {
+    aborted_ = true;  // files and pipes: the next call fails
+    if (socket_) ::shutdown(fd_, SHUT_RDWR);
+  }
+
  private:
   size_t ReadOnce(void* buf, size_t len) {
     for (;;) {
+      if (aborted_) throw Error(ErrorKind::kAborted, fmt::format("{}: aborted", name_));
       const ssize_t n = read(fd_, buf, len);
       if (n >= 0) {
         bytes_read_ += static_cast<uint64_t>(n);
@@ -102,6 +110,7 @@ class FdByteStream : public ByteStream {
   const std::string name_;
   bool regular_ = false;
   bool socket_ = false;
+  std::atomic<bool> aborted_{false};
 };
 
 std::unique_ptr<ByteStream> OpenFile(const std::string& path, int flags, const char* what) {

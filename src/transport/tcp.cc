@@ -2,13 +2,18 @@
 // calls; only connect and accept run asynchronously, so that they can time
 // out (io_context::run_for).
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <utility>  // before Boost 1.74 asio, whose awaitable.hpp needs it
 
 #include <boost/asio.hpp>
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
+#include <p2bmig/tls.h>
 #include <p2bmig/transport.h>
 #include <p2bmig/types.h>
 
@@ -45,12 +50,27 @@ void TuneSocket(tcp::socket& socket) {
   socket.set_option(asio::socket_base::receive_buffer_size(kSocketBufferBytes), ignored);
 }
 
+// Makes a connection whose peer stops acknowledging fail after about
+// `seconds`: keepalive probes while we only read, TCP_USER_TIMEOUT while sent
+// data goes unacknowledged.
+void SetLinkTimeout(int fd, double seconds) {
+  if (seconds <= 0) return;
+  const int on = 1;
+  const int idle = std::max(1, static_cast<int>(seconds / 3));
+  const int interval = std::max(1, static_cast<int>(seconds / 6));
+  const int count = 3;
+  const unsigned int user_timeout_ms = static_cast<unsigned int>(seconds * 1000);
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
+}
+
 class TcpStream : public ByteStream {
  public:
   TcpStream(std::unique_ptr<asio::io_context> io, tcp::socket socket, std::string peer)
-      : io_(std::move(io)), socket_(std::move(socket)), name_("tcp " + std::move(peer)) {
-    TuneSocket(socket_);
-  }
+      : io_(std::move(io)), socket_(std::move(socket)), name_("tcp " + std::move(peer)) {}
 
   void ReadExact(void* buf, size_t len) override {
     auto* p = static_cast<uint8_t*>(buf);
@@ -79,6 +99,9 @@ class TcpStream : public ByteStream {
 
   std::string Describe() const override { return name_; }
 
+  // The plain system call: safe against a read or write in another thread.
+  void Abort() override { ::shutdown(socket_.native_handle(), SHUT_RDWR); }
+
  private:
   size_t ReadOnce(void* buf, size_t len, bool eof_is_error) {
     error_code ec;
@@ -100,6 +123,20 @@ class TcpStream : public ByteStream {
   tcp::socket socket_;
   const std::string name_;
 };
+
+// The connection as a plain or a TLS stream.
+std::unique_ptr<ByteStream> MakeStream(std::unique_ptr<asio::io_context> io, tcp::socket socket,
+                                       const std::string& peer, const std::string& host,
+                                       const TcpOptions& options) {
+  TuneSocket(socket);
+  SetLinkTimeout(socket.native_handle(), options.link_timeout_s);
+  if (options.tls == nullptr) {
+    return std::make_unique<TcpStream>(std::move(io), std::move(socket), peer);
+  }
+  error_code ec;
+  socket.non_blocking(false, ec);
+  return options.tls->Secure(socket.release(), peer, host);
+}
 
 }  // namespace
 
@@ -132,7 +169,7 @@ std::unique_ptr<ByteStream> TcpConnect(const std::string& host, uint16_t port, T
     throw Error(ErrorKind::kNetwork,
                 fmt::format("cannot connect to {}: {}", where, result->message()));
   }
-  return std::make_unique<TcpStream>(std::move(io), std::move(socket), EndpointName(connected));
+  return MakeStream(std::move(io), std::move(socket), EndpointName(connected), host, options);
 }
 
 struct TcpListener::Impl {
@@ -170,7 +207,7 @@ uint16_t TcpListener::port() const {
   return impl_->acceptor.local_endpoint(ec).port();
 }
 
-std::unique_ptr<ByteStream> TcpListener::Accept(double timeout_s) {
+std::unique_ptr<ByteStream> TcpListener::Accept(double timeout_s, const TcpOptions& options) {
   auto io = std::make_unique<asio::io_context>();
   tcp::socket socket(*io);
   error_code ec;
@@ -198,7 +235,7 @@ std::unique_ptr<ByteStream> TcpListener::Accept(double timeout_s) {
   }
   const tcp::endpoint peer = socket.remote_endpoint(ec);
   const std::string name = ec ? impl_->where : EndpointName(peer);
-  return std::make_unique<TcpStream>(std::move(io), std::move(socket), name);
+  return MakeStream(std::move(io), std::move(socket), name, "", options);
 }
 
 }  // namespace p2bmig

@@ -4,7 +4,9 @@
 // Target memory is compared byte for byte with the source's memory at the
 // final pause (invariant I1).
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include <gtest/gtest.h>
 
@@ -137,7 +139,9 @@ TEST(Migration, CatchUpBeforePauseIsExact) {
 // late and out of order. Many seeds; each compares memory byte for byte.
 // Totals check that the dangerous cases really happened.
 TEST(MigrationStress, RandomizedWorkloadsAreExact) {
-  const int runs = 20;
+  // Fewer under ThreadSanitizer (scripts/test-sanitizers.sh), which is slow.
+  const char* env = std::getenv("P2BMIG_STRESS_RUNS");
+  const int runs = env != nullptr ? std::max(2, std::atoi(env)) : 20;
   uint64_t mapped = 0, superseded = 0, resent = 0, invalidated = 0;
   for (int i = 0; i < runs; ++i) {
     MigrationSetup s;

@@ -100,7 +100,8 @@ class NfsBlockStoreTest : public ::testing::Test {
   static std::string Read(BlockStore* store, uint32_t disk, uint64_t offset, size_t len,
                           uint8_t* buf) {
     std::promise<std::exception_ptr> p;
-    store->ReadAsync(disk, offset, len, buf, [&p](std::exception_ptr e) { p.set_value(e); });
+    store->ReadAsync(disk, offset, len, buf,
+                     [&p](std::exception_ptr e) { p.set_value(std::move(e)); });
     auto f = p.get_future();
     if (f.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
       ADD_FAILURE() << "read did not complete";

@@ -23,10 +23,23 @@ expect_output "HOST:PORT"
 
 # A peer that is not there.
 expect_exit 1 "unreachable receiver" -- "$P2BMIG" send --to 127.0.0.1:9 --connect-wait 0.5 \
-  --disk "$WORK/disk.img" --memory 64M
+  --disk "$WORK/disk.img" --memory 64M --insecure
 expect_output "cannot connect"
+expect_output "warning: --insecure"
 expect_exit 1 "nobody connects" -- "$P2BMIG" receive --listen 127.0.0.1:0 --timeout 0.5 \
+  --disk "$WORK/disk.img" --memory 64M --insecure
+
+# A link that is neither secured nor explicitly insecure is refused up front.
+expect_exit 2 "send over an unsecured link" -- "$P2BMIG" send --to 127.0.0.1:9 \
   --disk "$WORK/disk.img" --memory 64M
+expect_output "must be secured"
+expect_exit 2 "receive over an unsecured link" -- "$P2BMIG" receive --listen 127.0.0.1:0 \
+  --disk "$WORK/disk.img" --memory 64M
+expect_output "must be secured"
+echo 0011 >"$WORK/short.psk"
+expect_exit 2 "a pre-shared key that is too short" -- "$P2BMIG" receive --listen 127.0.0.1:0 \
+  --disk "$WORK/disk.img" --memory 64M --psk-file "$WORK/short.psk"
+expect_output "16 to 64 bytes"
 
 # Malformed streams.
 head -c 4096 /dev/urandom >"$WORK/garbage"

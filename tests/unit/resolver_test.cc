@@ -190,6 +190,24 @@ TEST_F(ResolverTest, DiskConfigurationMustMatchTheSource) {
       << "mappings before P2B_DISKS";
 }
 
+TEST_F(ResolverTest, PendingFetchesStayWithinTheirBudget) {
+  // A source that ignores fetch credits sends mappings as fast as it can:
+  // the resolver waits for the storage instead of queueing without bound.
+  ResolverOptions opt;
+  opt.nr_pfns = kPfns;
+  opt.max_pending_fetches = 8;
+  Resolver r(store_.get(), &out_, opt);
+  r.WriteHeaders(ImageHeader{}, DomainHeader{});
+  r.WriteRecord(Disks());
+  std::vector<PageMapping> maps;
+  for (Pfn p = 0; p < 200; ++p) maps.push_back(Map(p % kPfns, p));
+  r.WriteRecord(MakePageMappings(maps));
+  EXPECT_LE(r.stats().peak_pending_fetches, 8u);
+  r.WriteRecord(End());
+  EXPECT_EQ(r.stats().fetches_applied + r.stats().fetches_superseded, 200u);
+  EXPECT_EQ(out_.Memory()[199 % kPfns], Block(199));
+}
+
 TEST_F(ResolverTest, PlainStreamsPassThroughUnchanged) {
   auto r = Make(store_.get());
   Record d = Data(5, 0x11);

@@ -152,6 +152,29 @@ std::string TargetLocation(const DemoArgs& a, const std::string& image) {
   return base + name + query;
 }
 
+// A fresh pre-shared key for the demo's two hosts (TLS on the link, as
+// between two real hosts), readable by us only.
+std::string MakeDemoKey(const std::string& dir) {
+  const std::string path = dir + "/.demo-link.psk";
+  uint8_t key[32];
+  int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::read(fd, key, sizeof(key)) != static_cast<ssize_t>(sizeof(key))) {
+    if (fd >= 0) ::close(fd);
+    throw Error(ErrorKind::kIo, "cannot read /dev/urandom");
+  }
+  ::close(fd);
+  std::string hex;
+  for (uint8_t b : key) hex += fmt::format("{:02x}", b);
+  fs::remove(path);
+  fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 || ::write(fd, hex.data(), hex.size()) != static_cast<ssize_t>(hex.size())) {
+    if (fd >= 0) ::close(fd);
+    throw Error(ErrorKind::kIo, fmt::format("cannot write {}", path));
+  }
+  ::close(fd);
+  return path;
+}
+
 json RunMode(const DemoArgs& a, const std::string& mode, const std::string& image,
              const std::string& pristine) {
   fs::copy_file(pristine, image, fs::copy_options::overwrite_existing);
@@ -159,14 +182,24 @@ json RunMode(const DemoArgs& a, const std::string& mode, const std::string& imag
   const std::string dst_mem = a.dir + "/target-" + mode + ".mem";
   const std::string addr = fmt::format("127.0.0.1:{}", FreePort());
   const bool tty = ::isatty(STDERR_FILENO) != 0;
+  const std::string key = MakeDemoKey(a.dir);
   if (!a.json) std::cerr << fmt::format("{}: migrating...\n", mode);
 
   // With two or more CPUs, each host gets its own, as two machines would.
   const bool split = std::thread::hardware_concurrency() >= 2;
-  std::vector<std::string> receive = {
-      "p2bmig",        "receive", "--listen", addr,
-      "--memory",      a.memory,  "--disk",   TargetLocation(a, image),
-      "--memory-file", dst_mem,   "--json"};
+  std::vector<std::string> receive = {"p2bmig",
+                                      "receive",
+                                      "--listen",
+                                      addr,
+                                      "--memory",
+                                      a.memory,
+                                      "--disk",
+                                      TargetLocation(a, image),
+                                      "--memory-file",
+                                      dst_mem,
+                                      "--json",
+                                      "--psk-file",
+                                      key};
   if (split) receive.insert(receive.end(), {"--cpus", "1"});
   Child target = Spawn(receive);
   std::vector<std::string> send = {"p2bmig",        "send",
@@ -178,6 +211,7 @@ json RunMode(const DemoArgs& a, const std::string& mode, const std::string& imag
                                    "--seed",        std::to_string(a.seed),
                                    "--mode",        mode,
                                    "--rate",        a.link,
+                                   "--psk-file",    key,
                                    "--json"};
   if (tty && !a.json) send.push_back("--progress");
   if (split) send.insert(send.end(), {"--cpus", "0"});
@@ -194,6 +228,7 @@ json RunMode(const DemoArgs& a, const std::string& mode, const std::string& imag
   } catch (...) {
     if (!failure) failure = std::current_exception();
   }
+  fs::remove(key);
   if (failure) std::rethrow_exception(failure);
   json s = LastJsonLine(src_out, mode + " source");
   json t = LastJsonLine(dst_out, mode + " target");

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -14,9 +15,11 @@
 #include <p2bmig/transport.h>
 #include <p2bmig/types.h>
 
+#include "cancel.h"
 #include "commands.h"
 #include "cpus.h"
 #include "endpoint.h"
+#include "link_security.h"
 #include "report.h"
 #include "sim/sim_host.h"
 #include "units.h"
@@ -42,6 +45,7 @@ struct SendArgs {
   uint64_t max_unfetched = 16384;
   uint64_t max_unfetched_at_pause = sim::SourceOptions{}.max_unfetched_at_pause;
   bool progress = false;
+  LinkSecurityArgs security;
 };
 
 // A one-line progress display on stderr: round, pages, link rate, and the
@@ -103,9 +107,15 @@ MemoryCensus TakeCensus(sim::SourceHost& host) {
     }
   }
   return c;
+// Phase names, as errors report them.
+std::string RoundPhase(const SaveProgress& p) {
+  if (!p.final_round) return fmt::format("pre-copy round {}", p.round);
+  return p.round_sent < p.round_pages ? "stop-and-copy (guest paused)"
+                                      : "stop-and-copy (device state and end of stream)";
 }
 
 void RunSend(const SendArgs& a) {
+  StartSignalHandling("source");
   if (a.to.empty() == a.output.empty()) {
     throw Error(ErrorKind::kInvalidArgument,
                 "give exactly one of --to HOST:PORT and --output FILE");
@@ -125,46 +135,93 @@ void RunSend(const SendArgs& a) {
     throw Error(ErrorKind::kInvalidArgument, "--mode is baseline or p2bmig");
   uint64_t rate = ParseRate(a.rate);
   opt.flow_control = !a.to.empty();  // a file carries no credits back
+  opt.wait_for_commit = !a.to.empty();
   opt.filter.max_unfetched_mappings = a.max_unfetched;
   opt.max_unfetched_at_pause = std::min(a.max_unfetched_at_pause, a.max_unfetched);
   sim::GetWorkload(a.workload);  // fail early on a bad name
+  std::unique_ptr<TlsContext> tls;
+  std::optional<Endpoint> endpoint;
+  if (!a.to.empty()) {
+    endpoint = ParseEndpoint(a.to);
+    tls = MakeTlsContext(a.security, TlsRole::kClient);
+  }
 
+  SetPhase("boot");
   sim::SourceHost host(opt);
   spdlog::info("source: warming up guest ({} pages, workload {})", opt.guest.memory_pages,
                a.workload);
+  SetPhase("warm-up");
   host.WarmUp();
   const MemoryCensus census = TakeCensus(host);
 
   std::unique_ptr<ByteStream> conn;
-  if (!a.to.empty()) {
-    conn = ConnectWithRetry(ParseEndpoint(a.to), a.connect_wait_s);
+  if (endpoint) {
+    SetPhase(fmt::format("connecting to {}", a.to));
+    try {
+      conn = ConnectWithRetry(*endpoint, a.connect_wait_s, LinkOptions(a.security, tls.get()));
+    } catch (const Error& e) {
+      throw Error(e.kind(), fmt::format("source, in phase '{}' (the guest was not paused and runs "
+                                        "on): {}",
+                                        Phase(), e.what()));
+    }
   } else {
     conn = OpenFileForWrite(a.output);
   }
+  AbortOnSignal abort_on_signal(conn.get());
   std::unique_ptr<ByteStream> limited;
   ByteStream* link = conn.get();
   if (rate != 0) {
     limited = NewRateLimitedStream(conn.get(), rate);
     link = limited.get();
   }
-  spdlog::info("source: migrating to {} at {} ({} mode)", link->Describe(), FormatRate(rate),
-               a.mode);
+  spdlog::info("source: migrating to {} at {} ({} mode{})", link->Describe(), FormatRate(rate),
+               a.mode, tls ? ", " + tls->Describe() : "");
+  SetPhase("before the first round");
   sim::SourceReport report;
-  {
+  try {
     std::unique_ptr<ProgressLine> line;
     if (a.progress) line = std::make_unique<ProgressLine>(link);
-    report = host.Migrate(link, line ? [&](const SaveProgress& p) { line->Update(p); }
-                                     : std::function<void(const SaveProgress&)>{});
-  }
-  link->Flush();
-  conn->CloseWrite();
-  // Wait for the receiver to close its end: it has then consumed everything.
-  uint8_t byte;
-  if (!a.to.empty()) {
+    report = host.Migrate(link, [&](const SaveProgress& p) {
+      SetPhase(RoundPhase(p));
+      if (line) line->Update(p);
+      // The last page of the paused round is out: what remains is device
+      // state, END, and the target's commit.
+      if (p.final_round && p.round_sent == p.round_pages) {
+        SetPhase("after the last page (waiting for the target to commit)");
+      }
+    });
+  } catch (const Error& e) {
+    // Migrate resumed the guest. Show that it runs on, intact.
+    const std::string signal = CancelSignal();
+    const std::string phase = signal.empty() ? Phase() : CancelPhase();
+    uint64_t ops = 0;
+    uint64_t corrupt = 0;
     try {
-      conn->ReadSome(&byte, 1);
-    } catch (const Error&) {
+      ops = host.RunOn(0.5);
+      corrupt = host.guest().CorruptKernelPages();
+    } catch (const std::exception& run_error) {
+      spdlog::error("source: the resumed guest failed: {}", run_error.what());
     }
+    std::fprintf(stderr,
+                 "p2bmig: source: migration failed in phase '%s'; guest resumed: it ran %llu "
+                 "operations in 0.5 s after the failure, %s\n",
+                 phase.c_str(), static_cast<unsigned long long>(ops),
+                 corrupt == 0 ? "its kernel memory is intact"
+                              : fmt::format("{} kernel pages CORRUPT", corrupt).c_str());
+    host.guest().memory().Sync();
+    if (!signal.empty()) {
+      throw Error(ErrorKind::kAborted,
+                  fmt::format("source: cancelled by {} in phase '{}'", signal, CancelPhase()));
+    }
+    throw Error(e.kind(), fmt::format("source, in phase '{}': {}", phase, e.what()));
+  }
+  // The target has committed: the guest is its now, and what is left of
+  // the connection does not matter.
+  try {
+    link->Flush();
+    conn->CloseWrite();
+  } catch (const Error& e) {
+    spdlog::info("source: closing the link after the commit: {}", e.what());
   }
   host.guest().memory().Sync();
   if (a.json) {
@@ -176,10 +233,10 @@ void RunSend(const SendArgs& a) {
   } else {
     bool p2b = report.mode == sim::Mode::kP2bmig;
     std::cout << fmt::format(
-        "sent {} in {} rounds: {} pages as data, {} as mappings, {} as zero pages\n",
+        "sent {} in {} rounds: {} pages as data, {} as mappings, {} as zero pages{}\n",
         FormatBytes(static_cast<double>(report.link_bytes)), report.save.rounds,
         p2b ? report.filter.pages_data : report.save.pages_sent, report.filter.pages_mapped,
-        report.filter.pages_zero);
+        report.filter.pages_zero, endpoint ? "; the target committed" : "");
   }
 }
 
@@ -220,6 +277,7 @@ void AddSendCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
   cmd->add_flag("--progress", args->progress, "Show a progress line on stderr");
+  AddLinkSecurityOptions(cmd, &args->security, TlsRole::kClient);
   cmd->callback([args] { RunSend(*args); });
 }
 

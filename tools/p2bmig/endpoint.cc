@@ -35,12 +35,14 @@ Endpoint ParseEndpoint(const std::string& text) {
   return ep;
 }
 
-std::unique_ptr<ByteStream> ConnectWithRetry(const Endpoint& ep, double wait_s) {
+std::unique_ptr<ByteStream> ConnectWithRetry(const Endpoint& ep, double wait_s,
+                                             const TcpOptions& options) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_s);
   for (;;) {
     try {
-      return TcpConnect(ep.host, ep.port);
+      return TcpConnect(ep.host, ep.port, options);
     } catch (const Error& e) {
+      if (e.kind() == ErrorKind::kAuthentication) throw;
       if (std::chrono::steady_clock::now() >= deadline) throw;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }

@@ -8,6 +8,7 @@
 #include <string>
 
 #include <p2bmig/byte_stream.h>
+#include <p2bmig/transport.h>
 
 namespace p2bmig::cli {
 
@@ -20,8 +21,10 @@ struct Endpoint {
 Endpoint ParseEndpoint(const std::string& text);
 
 // Connects, retrying for up to `wait_s` seconds while the peer is not yet
-// listening (the two ends of a migration start at about the same time).
-std::unique_ptr<ByteStream> ConnectWithRetry(const Endpoint& ep, double wait_s);
+// listening (the two ends of a migration start at about the same time). A
+// peer that fails authentication is not retried.
+std::unique_ptr<ByteStream> ConnectWithRetry(const Endpoint& ep, double wait_s,
+                                             const TcpOptions& options = {});
 
 }  // namespace p2bmig::cli
 
