@@ -107,6 +107,8 @@ MemoryCensus TakeCensus(sim::SourceHost& host) {
     }
   }
   return c;
+}
+
 // Phase names, as errors report them.
 std::string RoundPhase(const SaveProgress& p) {
   if (!p.final_round) return fmt::format("pre-copy round {}", p.round);
