@@ -17,6 +17,8 @@
 #include <p2bmig/transport.h>
 #include <p2bmig/types.h>
 
+#include "transport/socket_stream.h"
+
 namespace p2bmig {
 
 namespace asio = boost::asio;
@@ -67,20 +69,10 @@ void SetLinkTimeout(int fd, double seconds) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
 }
 
-class TcpStream : public ByteStream {
+class TcpStream : public SocketStream {
  public:
   TcpStream(std::unique_ptr<asio::io_context> io, tcp::socket socket, std::string peer)
       : io_(std::move(io)), socket_(std::move(socket)), name_("tcp " + std::move(peer)) {}
-
-  void ReadExact(void* buf, size_t len) override {
-    auto* p = static_cast<uint8_t*>(buf);
-    size_t done = 0;
-    while (done < len) done += ReadOnce(p + done, len - done, /*eof_is_error=*/true);
-  }
-
-  size_t ReadSome(void* buf, size_t len) override {
-    return len == 0 ? 0 : ReadOnce(buf, len, /*eof_is_error=*/false);
-  }
 
   void WriteAll(const void* buf, size_t len) override {
     error_code ec;
@@ -103,7 +95,7 @@ class TcpStream : public ByteStream {
   void Abort() override { ::shutdown(socket_.native_handle(), SHUT_RDWR); }
 
  private:
-  size_t ReadOnce(void* buf, size_t len, bool eof_is_error) {
+  size_t ReadOnce(void* buf, size_t len, bool eof_is_error) override {
     error_code ec;
     const size_t n = socket_.read_some(asio::buffer(buf, len), ec);
     bytes_read_ += n;

@@ -31,6 +31,8 @@
 #include <p2bmig/tls.h>
 #include <p2bmig/types.h>
 
+#include "transport/socket_stream.h"
+
 namespace p2bmig {
 namespace {
 
@@ -140,22 +142,12 @@ struct SslResult {
   std::string reason;  // OpenSSL's error queue
 };
 
-class TlsStream : public ByteStream {
+class TlsStream : public SocketStream {
  public:
   TlsStream(SSL* ssl, int fd, std::string name) : ssl_(ssl), fd_(fd), name_(std::move(name)) {}
   ~TlsStream() override {
     SSL_free(ssl_);
     ::close(fd_);
-  }
-
-  void ReadExact(void* buf, size_t len) override {
-    auto* p = static_cast<uint8_t*>(buf);
-    size_t done = 0;
-    while (done < len) done += ReadOnce(p + done, len - done, /*eof_is_error=*/true);
-  }
-
-  size_t ReadSome(void* buf, size_t len) override {
-    return len == 0 ? 0 : ReadOnce(buf, len, /*eof_is_error=*/false);
   }
 
   void WriteAll(const void* buf, size_t len) override {
@@ -219,7 +211,7 @@ class TlsStream : public ByteStream {
     return "connection closed";
   }
 
-  size_t ReadOnce(void* buf, size_t len, bool eof_is_error) {
+  size_t ReadOnce(void* buf, size_t len, bool eof_is_error) override {
     const int want = static_cast<int>(std::min<size_t>(len, 1 << 30));
     for (;;) {
       const SslResult r = Call([&] { return SSL_read(ssl_, buf, want); });
