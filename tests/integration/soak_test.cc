@@ -1,8 +1,13 @@
 // A bounded soak: back-to-back migrations in one long-lived process, over
 // real TCP with TLS (pre-shared key), each one verified byte for byte. After
 // the first few, the process must not gain file descriptors or threads, and
-// its resident memory must stay flat (LeakSanitizer, in the ASan build, checks
-// the heap exactly at exit). P2BMIG_SOAK_SECONDS sets the length (default 60).
+// the bytes its heap holds in use must stay flat: that catches memory kept
+// reachable but never released (a cache or list that only grows), which
+// LeakSanitizer cannot see. Resident size is printed but not checked: it
+// follows the allocator's retention and, under ASan, its quarantine of freed
+// blocks, not the program. Under sanitizers the heap check is skipped, since
+// their allocators replace malloc's accounting; LeakSanitizer checks unreachable
+// blocks exactly at exit. P2BMIG_SOAK_SECONDS sets the length (default 60).
 
 #include <chrono>
 #include <cstdlib>
@@ -27,15 +32,30 @@ namespace {
 
 namespace fs = std::filesystem;
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kHeapAccountingIsMalloc = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kHeapAccountingIsMalloc = false;
+#else
+constexpr bool kHeapAccountingIsMalloc = true;
+#endif
+#else
+constexpr bool kHeapAccountingIsMalloc = true;
+#endif
+
 struct ProcessUse {
   size_t fds = 0;
   size_t threads = 0;
   uint64_t rss_bytes = 0;
+  uint64_t heap_in_use_bytes = 0;  // glibc malloc: all arenas plus mmapped blocks
 };
 
 ProcessUse Measure() {
-  ::malloc_trim(0);  // what the allocator keeps for reuse is not a leak
+  ::malloc_trim(0);
   ProcessUse u;
+  const struct mallinfo2 mi = ::mallinfo2();
+  u.heap_in_use_bytes = mi.uordblks + mi.hblkhd;
   for (const auto& e : fs::directory_iterator("/proc/self/fd")) (void)e, ++u.fds;
   for (const auto& e : fs::directory_iterator("/proc/self/task")) (void)e, ++u.threads;
   std::ifstream statm("/proc/self/statm");
@@ -109,13 +129,18 @@ TEST(Soak, BackToBackMigrationsLeakNothing) {
   }
   const ProcessUse after = Measure();
   std::printf(
-      "soak: %llu migrations in %.0f s; fds %zu -> %zu, threads %zu -> %zu, RSS %.1f -> "
-      "%.1f MiB\n",
+      "soak: %llu migrations in %.0f s; fds %zu -> %zu, threads %zu -> %zu, heap in use %.2f "
+      "-> %.2f MiB, RSS %.1f -> %.1f MiB\n",
       static_cast<unsigned long long>(seed - 1), seconds, before.fds, after.fds, before.threads,
-      after.threads, before.rss_bytes / 1048576.0, after.rss_bytes / 1048576.0);
+      after.threads, before.heap_in_use_bytes / 1048576.0, after.heap_in_use_bytes / 1048576.0,
+      before.rss_bytes / 1048576.0, after.rss_bytes / 1048576.0);
   EXPECT_EQ(after.fds, before.fds);
   EXPECT_EQ(after.threads, before.threads);
-  EXPECT_LT(after.rss_bytes, before.rss_bytes + (16u << 20));
+  // Each migration allocates tens of MiB (two 32 MiB guests, maps, buffers) and
+  // frees it all; 1 MiB of slack covers libraries' lazily built tables.
+  if (kHeapAccountingIsMalloc) {
+    EXPECT_LT(after.heap_in_use_bytes, before.heap_in_use_bytes + (1u << 20));
+  }
 }
 
 }  // namespace
