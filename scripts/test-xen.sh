@@ -17,8 +17,12 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
+BUILD=$(mkdir -p "$BUILD" && cd "$BUILD" && pwd)
 GUESTS=${2:-all}
 [ "$GUESTS" = all ] && GUESTS="pv pvh"
+# Images and serial logs live in the build directory (a fresh build
+# directory builds them from scratch; the debootstrap tree is reused after).
+export W=${W:-$BUILD/xen-images}
 T0=$(date +%s)
 die() {
   echo "$*" >&2
@@ -71,5 +75,15 @@ echo "TIMING whole $(($(date +%s) - T0)) s"
 [ -z "$failed" ] || die "failed:$failed"
 sum() { for g in $GUESTS; do echo "${result[$g]}"; done |
   tr ' ' '\n' | awk -F= -v k="$1" '$1==k{s+=$2} END{printf "%d", s}'; }
+echo "xen system test: migrations=$(sum migrations) triple_faults=$(sum triple_faults) retries=$(sum retries) (each retry is a RETRY line above, with its cause)"
+for g in $GUESTS; do
+  case " ${result[$g]} " in
+    *" migrate=0 "*)
+      echo "################################################################"
+      echo "SKIPPED: $g live migration was NOT tested (no hypervisor build with"
+      echo "shadow paging was available, see the $g run's message above)."
+      echo "################################################################" ;;
+  esac
+done
 echo "xen system test: PASS"
 echo "mapped_pages=$(sum mapped_pages) data_pages=$(sum data_pages) link_bytes=$(sum link_bytes) baseline_link_bytes=$(sum baseline_link_bytes)"
