@@ -17,7 +17,11 @@
 #      restore's verify pass (--debug: after the VERIFY record the source
 #      sends all memory again and the target compares every page) must find
 #      no page that differs, and the link must carry fewer bytes;
-#   3. xl save / xl restore in p2bmig mode (the file holds mappings).
+#   3. if the image carries the patched xl (xen-patches/xl-4.17-shared-storage.patch),
+#      the same migration with it: `xl migrate --shared-storage --debug`,
+#      whose ssh rune runs the patched `xl migrate-receive --shared-storage
+#      --domain-name domu` (disks from /etc/xen/domu.cfg); same checks as 2;
+#   4. xl save / xl restore in p2bmig mode (the file holds mappings).
 # Steps 1-2 are skipped (loudly) when migrate=0 is on the command line: PV
 # live migration needs a hypervisor with shadow paging (see run.sh).
 #
@@ -53,6 +57,7 @@ FILES_MD5=$(cat /root/domu/files.md5)
 HELPER=/usr/local/bin/p2bmig-save-helper
 TRACKD=/usr/local/bin/p2bmig-trackd
 XL_WRAPPER=/usr/local/bin/p2bmig-xl
+PATCHED_XL_DIR=/usr/local/lib/p2bmig/xl-patched  # holds only the patched `xl`
 TAP_MODULE=/root/p2bmig/xen-blkback.ko
 LOGDIR=/var/log/xen/console
 WORK=/var/lib/xen/save  # a tmpfs of its own (dom0-init.sh)
@@ -185,7 +190,12 @@ migrate_once() {
   # -v: the receiving xl (same verbosity, through the rune) then logs
   # "Verify mode enabled" when the VERIFY record arrives.
   cmd=(xl -v migrate --debug domu "$recv")
-  if [ "$mode" = p2bmig ] && [ -x "$XL_WRAPPER" ]; then
+  if [ "$mode" = patched-xl ]; then
+    # The rune runs `xl` by name: on both sides PATH finds the patched one
+    # first, and P2BMIG_SAVE_HELPER tells it where the wrapper helper is.
+    local env=(env "P2BMIG_SAVE_HELPER=$HELPER" "PATH=$PATCHED_XL_DIR:$PATH")
+    cmd=("${env[@]}" xl -v migrate --shared-storage --debug domu "$recv ${env[*]}")
+  elif [ "$mode" = p2bmig ] && [ -x "$XL_WRAPPER" ]; then
     cmd=("$XL_WRAPPER" -v migrate --shared-storage --target-config "$CFG" --debug domu "$recv")
   elif [ "$mode" = p2bmig ]; then
     cmd=(env $P2BMIG_ENV xl -v migrate --debug domu "$recv env $P2BMIG_ENV")
@@ -198,7 +208,7 @@ migrate_once() {
   fi
   t=$(maxtick)
   timing "$label-xl-migrate" "$(dt "$s" "$(now)")"
-  grep -a -E 'p2bmig-save-helper|rror|Migration|verify' "$log" | grep -v '^migration target' | tail -n 12
+  grep -a -E 'p2bmig-save-helper|p2bmig enabled|rror|Migration|verify' "$log" | grep -v '^migration target' | tail -n 12
   if [ -z "$STEP_FAILURE" ]; then
     grep -aq 'Verify mode enabled' "$log" || STEP_FAILURE="$label: the verify pass did not run"
   fi
@@ -350,7 +360,7 @@ P2BMIG_ENV="LIBXL_SAVE_HELPER=$HELPER P2BMIG_MODE=p2bmig P2BMIG_DISKS=$DISK"
 echo "STEP $GUEST: disk $IMAGE on $DISK: $(grep '^disk' "$CFG")"
 start_guest
 
-MAPPED=0 DATA=0 LINK=0 BASE=0
+MAPPED=0 DATA=0 LINK=0 BASE=0 XL_LINK=0 XL_MAPPED=0
 if [ "$MIGRATE" = 1 ]; then
   migrate stock-migrate stock
   BASE=$(link_bytes_of "$WORK/stock-migrate.bytes")
@@ -366,6 +376,22 @@ if [ "$MIGRATE" = 1 ]; then
   # their byte counts are not comparable run to run; the mapped pages are.
   [ "$LINK" -lt "$BASE" ] ||
     echo "NOTE: p2bmig-migrate: $LINK bytes on the link, not fewer than the baseline's $BASE (more dirty rounds this time)"
+  if [ -x "$PATCHED_XL_DIR/xl" ]; then
+    missing=$(ldd "$PATCHED_XL_DIR/xl" | grep 'not found')
+    [ -z "$missing" ] || fail "the patched xl lacks libraries: $missing"
+    cp "$CFG" /etc/xen/domu.cfg  # the target's own configuration of the guest
+    migrate patched-xl-migrate patched-xl
+    XL_LINK=$(link_bytes_of "$WORK/patched-xl-migrate.bytes")
+    check_mapped patched-xl-migrate "$WORK/patched-xl-migrate.log"
+    XL_MAPPED=$(helper_stat "$WORK/patched-xl-migrate.log" save mapped)
+    # The patched xl prints this on each side as it enables p2bmig (the
+    # target's stderr comes back through ssh): both sides ran it.
+    [ "$(grep -ac '^p2bmig enabled, disks: ' "$WORK/patched-xl-migrate.log")" -ge 2 ] ||
+      fail "patched-xl-migrate: the patched xl did not enable p2bmig on both sides"
+    echo "STEP $GUEST patched-xl-migrate: OK, link_bytes=$XL_LINK mapped=$XL_MAPPED (verify pass: no page differs)"
+  else
+    echo "NOTE: the image carries no patched xl: xl migrate --shared-storage not run"
+  fi
 else
   echo "WARNING: $GUEST live migration SKIPPED (migrate=0): the hypervisor cannot live-migrate this guest, see run.sh's message"
 fi
@@ -387,5 +413,5 @@ umount /mnt/d
 [ -n "${TRACKD_PID:-}" ] && kill "$TRACKD_PID"
 timing whole-test "$(dt "$T0" "$(now)")"
 [ -z "$LATE_FAILURES" ] || fail "$LATE_FAILURES"
-echo "XEN-RESULT guest=$GUEST migrate=$MIGRATE mapped_pages=$MAPPED data_pages=$DATA link_bytes=$LINK baseline_link_bytes=$BASE save_mapped_pages=$SAVE_MAPPED save_bytes=$SAVE_BYTES retries=$RETRIES triple_faults=$TRIPLE_FAULTS migrations=$MIGRATIONS"
+echo "XEN-RESULT guest=$GUEST migrate=$MIGRATE mapped_pages=$MAPPED data_pages=$DATA link_bytes=$LINK baseline_link_bytes=$BASE save_mapped_pages=$SAVE_MAPPED save_bytes=$SAVE_BYTES xl_mapped_pages=$XL_MAPPED xl_link_bytes=$XL_LINK retries=$RETRIES triple_faults=$TRIPLE_FAULTS migrations=$MIGRATIONS"
 echo "XEN-TEST-OK"
