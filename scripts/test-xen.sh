@@ -17,7 +17,7 @@
 # emulation is CPU-bound.
 #
 # Time limits: the whole test P2BMIG_XEN_TIMEOUT s (default 2400), each QEMU
-# run at most XEN_TMO_PV / XEN_TMO_PVH s (defaults 1000 / 1400) and never
+# run at most XEN_TMO_PV / XEN_TMO_PVH s (defaults 1400 / 1400) and never
 # beyond the whole test's limit; a run that reaches its limit fails.
 #
 # Retries: only a PVH guest's triple fault (QEMU's emulated nested SVM), only
@@ -43,7 +43,7 @@ GUESTS=${2:-all}
 export W=${W:-$BUILD/xen-images}
 T0=$(date +%s)
 BUDGET=${P2BMIG_XEN_TIMEOUT:-2400}
-declare -A TMO_CAP=([pv]=${XEN_TMO_PV:-1000} [pvh]=${XEN_TMO_PVH:-1400})
+declare -A TMO_CAP=([pv]=${XEN_TMO_PV:-1400} [pvh]=${XEN_TMO_PVH:-1400})
 die() {
   echo "$*" >&2
   echo "xen system test: FAIL ($*)"
