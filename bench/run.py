@@ -271,6 +271,15 @@ class Bench:
             "pages_resent": s.get("pages_resent", 0),
             "rounds": s["rounds"],
             "round_pages": s["round_pages"],
+            # Phase timeline (CLOCK_REALTIME ns): when the stream and each
+            # round began, the pause, the last byte written, the resume.
+            "start_ns": s["start_ns"],
+            "round_start_ns": s.get("round_start_ns", []),
+            "pause_ns": s["pause_ns"],
+            "end_ns": s["end_ns"],
+            "resume_ns": t["resume_ns"],
+            "mappings_invalidated": s.get("mappings_invalidated", 0),
+            "fetches_superseded": t.get("fetches_superseded", 0),
             "final_pass_s": s.get("final_pass_s", 0),
             "credit_wait_s": s.get("credit_wait_s", 0),
             "catch_up_wait_s": s.get("pause_wait_s", 0),

@@ -11,6 +11,7 @@ nlohmann::json SourceReportJson(const sim::SourceReport& r) {
       {"end_ns", r.save.end_ns},
       {"rounds", r.save.rounds},
       {"round_pages", r.save.round_pages},
+      {"round_start_ns", r.save.round_start_ns},
       {"pages_sent", r.save.pages_sent},
       {"link_bytes", r.link_bytes},
       {"pages_data", p2b ? r.filter.pages_data : r.save.pages_sent},
