@@ -19,6 +19,8 @@ nlohmann::json SourceReportJson(const sim::SourceReport& r) {
       {"pages_zero", r.filter.pages_zero},
       {"pages_resent", r.filter.pages_resent},
       {"mappings_invalidated", r.filter.mappings_invalidated},
+      {"pages_data_window_full", r.filter.pages_data_window_full},
+      {"pages_data_rewritten", r.filter.pages_data_rewritten},
       {"final_pass_s", r.filter.final_pass_s},
       {"credit_wait_s", r.filter.credit_wait_s},
       {"pause_wait_s", r.pause_wait_s},
