@@ -271,6 +271,17 @@ class Bench:
             "pages_resent": s.get("pages_resent", 0),
             "rounds": s["rounds"],
             "round_pages": s["round_pages"],
+            # Phase timeline (CLOCK_REALTIME ns): when the stream and each
+            # round began, the pause, the last byte written, the resume.
+            "start_ns": s["start_ns"],
+            "round_start_ns": s.get("round_start_ns", []),
+            "pause_ns": s["pause_ns"],
+            "end_ns": s["end_ns"],
+            "resume_ns": t["resume_ns"],
+            "mappings_invalidated": s.get("mappings_invalidated", 0),
+            "pages_data_window_full": s.get("pages_data_window_full", 0),
+            "pages_data_rewritten": s.get("pages_data_rewritten", 0),
+            "fetches_superseded": t.get("fetches_superseded", 0),
             "final_pass_s": s.get("final_pass_s", 0),
             "credit_wait_s": s.get("credit_wait_s", 0),
             "catch_up_wait_s": s.get("pause_wait_s", 0),
@@ -386,6 +397,53 @@ def fmt_b(x):
     return f"{x / (1 << 20):.0f} MiB" if x >= 1 << 20 else f"{x / 1024:.0f} KiB"
 
 
+def phase_table(result, modes):
+    """Where the time goes, per workload and mode (medians): the rounds
+    (pages per round, of the first repetition), the source's waits for the
+    target's fetches (for credits during a round, and before pausing), the
+    target's wait at END for its last fetches (in the downtime), the rates
+    achieved on the migration link (until the last byte) and from the NAS
+    (over the whole migration), and the mappable pages sent as data."""
+    g = groups(result)
+    lines = ["", "Phases (medians): `credit wait` = source waiting for fetch credits with the "
+             "guest running, `pre-pause wait` = waiting for the target's fetches before the "
+             "pause, `END wait` = target waiting for its last fetches after the stream's end "
+             "(downtime), `link`/`NAS` = MB/s achieved (link: until the last byte; NAS: over "
+             "the whole migration), `data: full/rewritten` = mappable pages sent as data "
+             "because the fetch window was full / their block was being rewritten.", "",
+             "| guest | link | workload | mode | rounds (pages, first rep) | credit wait | "
+             "pre-pause wait | END wait | link MB/s | NAS MB/s | data: full/rewritten |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (mem, link, wl), by_mode in g.items():
+        for mode in modes:
+            rs = by_mode.get(mode)
+            if not rs:
+                continue
+
+            def med(f):
+                return median([f(r) for r in rs])
+
+            timed = [r for r in rs if "end_ns" in r]
+            link_rate = (f"{median([r['link_bytes'] / max((r['end_ns'] - r['start_ns']) / 1e9, 1e-9) / 1e6 for r in timed]):.0f}"
+                         if timed else "n/a")
+            nas_rate = med(lambda r: r["nas_bytes"] / r["total_time_s"] / 1e6)
+            lines.append(
+                f"| {mem} | {link} | {wl} | {mode} | {rs[0]['round_pages']} | "
+                f"{fmt_s(med(lambda r: r['credit_wait_s']))} | "
+                f"{fmt_s(med(lambda r: r['catch_up_wait_s']))} | "
+                f"{fmt_s(med(lambda r: r['fetch_wait_s']))} | {link_rate} | {nas_rate:.0f} | "
+                f"{med(lambda r: r.get('pages_data_window_full', 0)):.0f}/"
+                f"{med(lambda r: r.get('pages_data_rewritten', 0)):.0f} |")
+    return lines
+
+
+def load_range(result):
+    loads = [r["load_1min"] for r in result["runs"] if "load_1min" in r]
+    if not loads:
+        return "n/a"
+    return f"{min(loads):.1f}-{max(loads):.1f} (median {median(loads):.1f})"
+
+
 def write_table(result, path):
     modes = result["parameters"]["modes"].split(",")
     g = groups(result)
@@ -393,7 +451,10 @@ def write_table(result, path):
         f"Suite `{result['suite']}`, started {result['started']}, "
         f"{result['duration_s'] / 60:.1f} min, {result['machine']['cpus']} CPUs, load average "
         f"{result['machine']['load_before'][0]:.1f} before / "
-        f"{result['machine']['load_after'][0]:.1f} after.",
+        f"{result['machine']['load_after'][0]:.1f} after"
+        + (f" (highest of {len(result['parts'])} parts)" if result.get("parts") else "") + "; "
+        f"1-minute load average at the start of each migration {load_range(result)}; "
+        f"commit {result['commit']}.",
         "",
         "Medians over repetitions; in parentheses the ratio to the baseline of the same run "
         "set. `bound` is the lower bound max((M-P-Z)/B, P/B_nas); `x bound` is the mode's "
@@ -432,6 +493,7 @@ def write_table(result, path):
                 f"{ratio(tt, 'total_time_s')} | {fmt_s(dt)}{ratio(dt, 'downtime_s')} | "
                 f"{fmt_b(lb)}{ratio(lb, 'link_bytes')} | {fmt_b(nb)} | {fmt_s(bound)} | "
                 f"{tt / bound:.2f} | {'yes' if ident else 'NO'} |")
+    lines += phase_table(result, modes)
     failed = [r for r in result["runs"] if not r.get("ok")]
     lines += ["", "Summary (ratios to the baseline; page-cache-heavy workloads: "
               + ", ".join(CACHE_HEAVY) + "):", ""]
@@ -498,6 +560,39 @@ def write_plots(result, out):
     return written
 
 
+def merge_results(results):
+    """One result from the parts of a suite run one after the other (each a
+    results.json): their runs in order, the load averages' extremes, the
+    summed duration, and each part's commit and parameters."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    merged = dict(first)
+    merged["runs"] = [r for res in results for r in res["runs"]]
+    merged["duration_s"] = sum(res["duration_s"] for res in results)
+    merged["complete"] = all(res.get("complete") for res in results)
+    commits = sorted({res["commit"] for res in results})
+    merged["commit"] = ",".join(commits)
+    params = dict(first["parameters"])
+    for key in ("workloads", "sizes", "links"):
+        seen = []
+        for res in results:
+            for x in res["parameters"][key].split(","):
+                if x not in seen:
+                    seen.append(x)
+        params[key] = ",".join(seen)
+    merged["parameters"] = params
+    merged["parts"] = [{"started": res["started"], "commit": res["commit"],
+                        "parameters": res["parameters"], "machine": res["machine"]}
+                       for res in results]
+    loads_before = [res["machine"]["load_before"][0] for res in results]
+    loads_after = [res["machine"]["load_after"][0] for res in results]
+    merged["machine"] = dict(first["machine"], load_before=[max(loads_before)] +
+                             first["machine"]["load_before"][1:],
+                             load_after=[max(loads_after)] + first["machine"]["load_after"][1:])
+    return merged
+
+
 # --- main ----------------------------------------------------------------------
 
 
@@ -535,13 +630,20 @@ def main():
     p.add_argument("--no-pin", action="store_true",
                    help="do not pin source and target to CPUs 0 and 1")
     p.add_argument("--keep-hosts", action="store_true", help="leave namespaces and NAS running")
-    p.add_argument("--report-only", metavar="RESULTS_JSON",
-                   help="only write the table and plots of an earlier results.json")
+    p.add_argument("--report-only", metavar="RESULTS_JSON", nargs="+",
+                   help="only write the table and plots of earlier results.json files (several: "
+                   "runs of one suite split into parts, e.g. by --workloads, merged; written to "
+                   "--out if given, else next to the first)")
     a = p.parse_args()
 
     if a.report_only:
-        result = json.load(open(a.report_only))
-        a.out = os.path.dirname(os.path.abspath(a.report_only))
+        result = merge_results([json.load(open(f)) for f in a.report_only])
+        if a.out == p.get_default("out"):
+            a.out = os.path.dirname(os.path.abspath(a.report_only[0]))
+        os.makedirs(a.out, exist_ok=True)
+        if len(a.report_only) > 1:
+            with open(os.path.join(a.out, "results.json"), "w") as f:
+                json.dump(result, f, indent=1)
         write_table(result, os.path.join(a.out, "results.md"))
         write_plots(result, a.out)
         print(open(os.path.join(a.out, "results.md")).read())

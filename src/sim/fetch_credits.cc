@@ -54,6 +54,11 @@ void CreditReceiver::WaitForFetched(uint64_t n) {
   cv_.wait(lock, [&] { return fetched_ >= n || ended_; });
 }
 
+uint64_t CreditReceiver::Fetched() {
+  std::lock_guard lock(mu_);
+  return fetched_;
+}
+
 void CreditReceiver::WaitForEnd() {
   if (reader_.joinable()) reader_.join();
 }

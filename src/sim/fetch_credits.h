@@ -42,6 +42,7 @@ class CreditReceiver : public FetchCredits {
   CreditReceiver& operator=(const CreditReceiver&) = delete;
 
   void WaitForFetched(uint64_t n) override;
+  uint64_t Fetched() override;
   // Waits until the target has closed the link.
   void WaitForEnd();
   // After WaitForEnd: whether the target sent its commit.

@@ -14,16 +14,16 @@
 namespace p2bmig::sim {
 namespace {
 
-// Runs `catch_up` at the end of each live round, before the save loop
-// collects the pages dirtied during it, and before it pauses the guest: the
-// guest keeps running while the target catches up, and whatever it dirties
-// meanwhile goes out in the next round, not in the downtime.
+// Calls `round_end` with the number of the live round that ends (1, 2, ...)
+// before the save loop collects the pages dirtied during it, and `catch_up`
+// before it pauses the guest: the guest keeps running while the target
+// catches up.
 class CatchUpGate : public DomainWrapper {
  public:
-  CatchUpGate(Domain* domain, std::function<void()> catch_up)
-      : DomainWrapper(domain), catch_up_(std::move(catch_up)) {}
+  CatchUpGate(Domain* domain, std::function<void(int)> round_end, std::function<void()> catch_up)
+      : DomainWrapper(domain), round_end_(std::move(round_end)), catch_up_(std::move(catch_up)) {}
   void PeekAndCleanDirty(std::vector<Pfn>* dirty) override {
-    if (!paused_) catch_up_();
+    if (!paused_) round_end_(++rounds_ended_);
     DomainWrapper::PeekAndCleanDirty(dirty);
   }
   void Pause() override {
@@ -37,7 +37,9 @@ class CatchUpGate : public DomainWrapper {
   }
 
  private:
+  std::function<void(int)> round_end_;
   std::function<void()> catch_up_;
+  int rounds_ended_ = 0;
   bool paused_ = false;
 };
 
@@ -112,16 +114,49 @@ SourceReport SourceHost::Migrate(ByteStream* link,
     }
   }
   // The save loop calls the gate from its own thread, the one that drives
-  // the filter: reading the filter's statistics there is race-free.
-  CatchUpGate gate(domain, [&] {
-    if (!credits || !filter || options_.filter.max_unfetched_mappings == 0) return;
+  // the filter: using the filter there is race-free.
+  const bool windowed =
+      credits && filter && options_.flow_control && options_.filter.max_unfetched_mappings != 0;
+  auto catch_up = [&] {
+    if (!windowed) return;
     uint64_t sent = filter->stats().pages_mapped;
     if (sent <= options_.max_unfetched_at_pause) return;
     auto t0 = std::chrono::steady_clock::now();
     credits->WaitForFetched(sent - options_.max_unfetched_at_pause);
     report.pause_wait_s +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  });
+  };
+  // Pages the filter had seen when the last round began.
+  uint64_t pages_before_round = 0;
+  bool converging = false;
+  auto round_end = [&](int round) {
+    if (!windowed) return;
+    if (!options_.filter.data_when_window_full) {
+      // Mappings wait for the window rather than turning into data: let the
+      // target catch up before each new round too.
+      catch_up();
+      return;
+    }
+    // While rounds are long, the link carries what the window cannot take
+    // and nobody waits. Once a round was shorter than the window, or the
+    // next is the last live one (the loop's iteration cap), the end is near:
+    // the target catches up now, while whatever the guest dirties meanwhile
+    // still goes out in a live round, and the window shrinks, so that the
+    // wait before the pause is short (what the guest dirties during that
+    // one goes out in the downtime).
+    const uint64_t pages_in = filter->stats().pages_in;
+    const uint64_t round_pages = pages_in - pages_before_round;
+    pages_before_round = pages_in;
+    if (!converging && options_.max_unfetched_last_round != 0 &&
+        (round + 1 >= options_.save.max_iterations ||
+         round_pages < options_.filter.max_unfetched_mappings)) {
+      converging = true;
+      filter->SetMaxUnfetchedMappings(
+          std::min(options_.max_unfetched_last_round, options_.filter.max_unfetched_mappings));
+    }
+    if (converging) catch_up();
+  };
+  CatchUpGate gate(domain, round_end, catch_up);
   SaveLoop loop(&gate, sink, options_.save);
   if (progress) loop.SetProgressCallback(std::move(progress));
 

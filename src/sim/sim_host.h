@@ -48,12 +48,20 @@ struct SourceOptions {
   // Read the target's fetch credits from the link (flow control). Only for
   // links that carry them back (a connection, not a file).
   bool flow_control = true;
-  // With flow control: at the end of each live round and before pausing the
-  // guest, wait (guest still running) until the target has at most this many
-  // mappings left to fetch, so that the downtime holds at most that much
-  // fetch work. filter.max_unfetched_mappings, the window during a round, can
-  // then be large enough to keep the shared storage busy.
+  // With flow control: before pausing the guest (and at the end of each
+  // live round, unless filter.data_when_window_full and the rounds are not
+  // converging yet: see max_unfetched_last_round), wait
+  // (guest still running) until the target has at most this many mappings
+  // left to fetch, so that the downtime holds at most that much fetch work.
+  // filter.max_unfetched_mappings, the window during a round, can then be
+  // large enough to keep the shared storage busy.
   uint64_t max_unfetched_at_pause = 0;
+  // With flow control and FilterOptions::data_when_window_full: the window
+  // (filter.max_unfetched_mappings) once the rounds converge (a round
+  // shorter than the window, or the last live round), when the source also
+  // lets the target catch up at each round's end, so that the wait before
+  // the pause is short (0: no change, no waits between rounds).
+  uint64_t max_unfetched_last_round = 1024;
   // The migration is complete only once the target has sent its commit on
   // the link (a connection: see fetch_credits.h). Without it, the source
   // resumes its guest and fails, however far the stream got.

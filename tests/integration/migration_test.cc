@@ -31,6 +31,7 @@ struct MigrationSetup {
   bool flow_control = true;
   uint64_t max_unfetched = FilterOptions{}.max_unfetched_mappings;
   uint64_t max_unfetched_at_pause = sim::SourceOptions{}.max_unfetched_at_pause;
+  bool data_when_window_full = FilterOptions{}.data_when_window_full;
   sim::HintSource hints = sim::HintSource::kTap;
 };
 
@@ -50,6 +51,7 @@ class Migration {
     so.flow_control = s.flow_control;
     so.filter.max_unfetched_mappings = s.max_unfetched;
     so.max_unfetched_at_pause = s.max_unfetched_at_pause;
+    so.filter.data_when_window_full = s.data_when_window_full;
     so.hints = s.hints;
     source_ = std::make_unique<sim::SourceHost>(so);
     sim::TargetOptions to;
@@ -91,6 +93,9 @@ TEST(Migration, BaselineIsExact) {
 TEST(Migration, PageCacheTravelsAsMappingsAndMemoryIsExact) {
   MigrationSetup s;
   s.workload = "database";  // 70% of memory is page cache
+  // The filter waits for a full window rather than sending data, so that how
+  // much goes as mappings does not depend on how fast the target fetches.
+  s.data_when_window_full = false;
   MigrationResult r = Migration(s).Run();
   EXPECT_EQ(r.differing_pages, 0u);
   // Most page-cache pages are sent as mappings, fetched and applied.
@@ -123,6 +128,7 @@ TEST(Migration, NoPageCacheIsNoWorseThanBaseline) {
 TEST(Migration, CatchUpBeforePauseIsExact) {
   MigrationSetup s;
   s.workload = "database";
+  s.data_when_window_full = false;
   s.max_unfetched = 1u << 20;
   s.max_unfetched_at_pause = 0;
   s.fetch_delay_us = 20'000;  // every read takes up to 20 ms
@@ -131,6 +137,24 @@ TEST(Migration, CatchUpBeforePauseIsExact) {
   EXPECT_EQ(r.differing_pages, 0u);
   EXPECT_GT(r.source.filter.pages_mapped, s.memory_pages / 2);
   EXPECT_GT(r.source.pause_wait_s, 0.0) << "the source never waited for the target";
+}
+
+// Storage far slower than the link and a small window: most page cache
+// finds the window full and leaves as data, the rest as mappings, and the
+// target's memory is still exact.
+TEST(Migration, AFullWindowSendsDataAndMemoryIsExact) {
+  MigrationSetup s;
+  s.workload = "database";
+  s.max_unfetched = 64;
+  s.fetch_delay_us = 20'000;  // every read takes up to 20 ms
+  s.fetch_min_delay_us = 10'000;
+  MigrationResult r = Migration(s).Run();
+  EXPECT_EQ(r.differing_pages, 0u);
+  const FilterStats& f = r.source.filter;
+  EXPECT_GT(f.pages_data_window_full, 0u) << "the window was never full";
+  EXPECT_GT(f.pages_mapped, 0u);
+  EXPECT_EQ(f.credit_wait_s, 0.0) << "the filter waited for credits";
+  EXPECT_EQ(r.target.resolver.pages_mapped, f.pages_mapped);
 }
 
 // I1-I3 under everything at once: concurrent guest memory writes (also to
@@ -142,7 +166,7 @@ TEST(MigrationStress, RandomizedWorkloadsAreExact) {
   // Fewer under ThreadSanitizer (scripts/test-sanitizers.sh), which is slow.
   const char* env = std::getenv("P2BMIG_STRESS_RUNS");
   const int runs = env != nullptr ? std::max(2, std::atoi(env)) : 20;
-  uint64_t mapped = 0, superseded = 0, resent = 0, invalidated = 0;
+  uint64_t mapped = 0, superseded = 0, resent = 0, invalidated = 0, window_full = 0, rewritten = 0;
   for (int i = 0; i < runs; ++i) {
     MigrationSetup s;
     s.memory_pages = 4096;  // 16 MiB
@@ -154,6 +178,9 @@ TEST(MigrationStress, RandomizedWorkloadsAreExact) {
     // finish after the next round has sent newer records for their pages,
     // however fast or slow this machine is.
     s.flow_control = i % 2 == 0;
+    // A quarter (the first among them) with flow control and a window so
+    // small that a page-data record's mappable pages always overflow it.
+    if (i % 4 == 0) s.max_unfetched = 32;
     s.fetch_delay_us = s.flow_control ? 3000 : 800'000;
     s.fetch_min_delay_us = s.flow_control ? 0 : 400'000;
     s.rate_bps = 100'000'000;  // rounds long enough for the workload to race them
@@ -163,15 +190,20 @@ TEST(MigrationStress, RandomizedWorkloadsAreExact) {
     superseded += r.target.resolver.fetches_superseded;
     resent += r.source.filter.pages_resent;
     invalidated += r.source.filter.mappings_invalidated;
+    window_full += r.source.filter.pages_data_window_full;
+    rewritten += r.source.filter.pages_data_rewritten;
   }
   EXPECT_GT(mapped, 0u);
   EXPECT_GT(superseded, 0u) << "no fetch ever lost to a newer record: the test is too tame";
   EXPECT_GT(invalidated, 0u) << "no sent mapping was ever invalidated: the test is too tame";
+  EXPECT_GT(window_full, 0u) << "no page ever found the window full";
   std::printf(
       "stress: %d runs, %llu pages mapped, %llu fetches superseded, %llu mappings "
-      "invalidated, %llu pages re-sent at the end\n",
+      "invalidated, %llu pages re-sent at the end, %llu sent as data for a full window, %llu "
+      "for a rewritten block\n",
       runs, static_cast<unsigned long long>(mapped), static_cast<unsigned long long>(superseded),
-      static_cast<unsigned long long>(invalidated), static_cast<unsigned long long>(resent));
+      static_cast<unsigned long long>(invalidated), static_cast<unsigned long long>(resent),
+      static_cast<unsigned long long>(window_full), static_cast<unsigned long long>(rewritten));
   RecordProperty("pages_mapped", std::to_string(mapped));
   RecordProperty("fetches_superseded", std::to_string(superseded));
   RecordProperty("pages_resent", std::to_string(resent));
@@ -184,6 +216,7 @@ TEST(Migration, HintFreeIndexMapsPageCacheAndMemoryIsExact) {
   MigrationSetup s;
   s.workload = "database";
   s.hints = sim::HintSource::kIndex;
+  s.data_when_window_full = false;  // mapping counts independent of fetch speed
   MigrationResult r = Migration(s).Run();
   EXPECT_EQ(r.differing_pages, 0u);
   EXPECT_EQ(r.source.p2b_entries_at_start, 0u);  // nothing from the tap
@@ -199,7 +232,8 @@ TEST(Migration, HintFreeIndexMapsPageCacheAndMemoryIsExact) {
 // writes, reclaim, late fetches. Many seeds; memory compared byte for byte.
 TEST(MigrationStress, HintFreeModeIsExact) {
   const int runs = 10;
-  uint64_t mapped = 0, invalidated = 0, resent = 0, written_during_build = 0, writes = 0;
+  uint64_t mapped = 0, invalidated = 0, resent = 0, written_during_build = 0, writes = 0,
+           window_full = 0;
   for (int i = 0; i < runs; ++i) {
     MigrationSetup s;
     s.memory_pages = 4096;
@@ -208,6 +242,9 @@ TEST(MigrationStress, HintFreeModeIsExact) {
     s.hints = sim::HintSource::kIndex;
     s.seed = 2000 + static_cast<uint64_t>(i);
     s.flow_control = i % 2 == 0;
+    // A quarter (the first among them) with flow control and a window so
+    // small that a page-data record's mappable pages always overflow it.
+    if (i % 4 == 0) s.max_unfetched = 32;
     s.fetch_delay_us = s.flow_control ? 3000 : 800'000;
     s.fetch_min_delay_us = s.flow_control ? 0 : 400'000;
     s.rate_bps = 100'000'000;
@@ -218,10 +255,12 @@ TEST(MigrationStress, HintFreeModeIsExact) {
     resent += r.source.filter.pages_resent;
     written_during_build += r.source.index.blocks_written;
     writes += r.source.hint_free.writes;
+    window_full += r.source.filter.pages_data_window_full;
   }
   EXPECT_GT(mapped, 0u);
   EXPECT_GT(writes, 0u);
   EXPECT_GT(invalidated, 0u) << "no sent mapping was ever invalidated: the test is too tame";
+  EXPECT_GT(window_full, 0u) << "no page ever found the window full";
   std::printf(
       "hint-free stress: %d runs, %llu pages mapped, %llu mappings invalidated, %llu re-sent, "
       "%llu writes tracked, %llu blocks written during index builds\n",
