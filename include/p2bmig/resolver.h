@@ -11,6 +11,11 @@
 //     complete memory before the guest can run. A fetched block whose hash
 //     does not match, and that no later record replaced, fails the migration
 //     (Error kVerification) after one re-read.
+//   * lazy restore, if the target allows it and the source offers it
+//     (P2B_LAZY_RESUME): END passes without waiting for the fetch queue; the
+//     pages still owed (MissingPfns) are left out, the guest resumes, and
+//     FinishLazily installs them while it runs, a page the guest waits for
+//     first, from the shared storage or, if that fails, from the source.
 //
 // Thread safety: one thread.
 
@@ -22,6 +27,7 @@
 
 #include <p2bmig/block_store.h>
 #include <p2bmig/fetch_queue.h>
+#include <p2bmig/lazy.h>
 #include <p2bmig/stream.h>
 
 namespace p2bmig {
@@ -30,6 +36,8 @@ struct ResolverOptions {
   uint64_t nr_pfns = 0;  // the target domain's pfn space; 0 = no bound
   StreamLimits limits;
   FetchOptions fetch;
+  // Resume before memory is complete when the source offers it.
+  bool allow_lazy = false;
 };
 
 struct ResolverStats {
@@ -65,6 +73,23 @@ class Resolver : public RecordSink {
   // True once the source has asked for fetch credits (P2B_FETCH_CREDITS):
   // only then may they be sent, since only then are they read.
   bool credits_wanted() const;
+
+  // True once the source has offered lazy restore and the target allows it:
+  // END then passes before every mapped page is fetched.
+  bool lazy() const;
+
+  // After END in lazy mode: the pfns whose newest record is a mapping that
+  // is not installed yet. They must be missing (not present) in the guest's
+  // memory before it resumes.
+  std::vector<Pfn> MissingPfns() const;
+
+  // After END in lazy mode, with the guest running: installs every missing
+  // page into `memory` (the ones the guest waits for first), from the shared
+  // storage, or from `source` for blocks that cannot be fetched or do not
+  // match their hash; then tells the source that every page is present.
+  // Throws (the guest must then be stopped) if a page can be had from
+  // neither. REQUIRES: called once, after END, with `lazy()`.
+  LazyStats FinishLazily(MissingPageMemory* memory, PageSource* source);
 
   ResolverStats stats() const;
 

@@ -12,6 +12,8 @@
 
 #include <p2bmig/hash.h>
 
+#include "sim/workload.h"
+
 namespace p2bmig::sim {
 
 // One guest operation: waits while the guest is paused, and Pause() waits for
@@ -185,6 +187,18 @@ void SimGuest::ScribbleCache(uint32_t nr_pages, Rng& rng) {
     memory_.MarkDirty(p);
     pages_[p].modified = true;
   }
+}
+
+void SimGuest::TouchMemory(uint32_t nr, uint64_t seed, Rng& rng) {
+  Step step(this);
+  std::lock_guard lock(mu_);
+  uint64_t sink = 0;
+  for (uint32_t i = 0; i < nr; ++i) {
+    MemoryAccess a = DrawMemoryAccess(rng, memory_.nr_pages(), seed);
+    sink += PerformMemoryAccess(memory_.page(a.pfn), a);
+    if (a.value != 0) memory_.MarkDirty(a.pfn);
+  }
+  touch_sink_ += sink;
 }
 
 void SimGuest::RawRead(uint32_t disk, uint64_t sector, uint32_t nr_sectors, uint32_t page_sect,

@@ -1,14 +1,40 @@
 #include "sim/sim_host.h"
 
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
 #include <p2bmig/block_store.h>
 #include <p2bmig/stream.h>
 
 #include "sim/fetch_credits.h"
+#include "sim/resumed_guest.h"
 #include "sim/sim_restore.h"
+#include "sim/uffd_memory.h"
 
 namespace p2bmig::sim {
 
-const char* ModeName(Mode mode) { return mode == Mode::kBaseline ? "baseline" : "p2bmig"; }
+const char* ModeName(Mode mode) {
+  switch (mode) {
+    case Mode::kBaseline:
+      return "baseline";
+    case Mode::kP2bmig:
+      return "p2bmig";
+    case Mode::kLazy:
+      return "lazy";
+  }
+  return "?";
+}
+
+Mode ParseMode(const std::string& name) {
+  for (Mode m : {Mode::kBaseline, Mode::kP2bmig, Mode::kLazy}) {
+    if (name == ModeName(m)) return m;
+  }
+  throw Error(ErrorKind::kInvalidArgument,
+              "unknown mode '" + name + "' (known: baseline, p2bmig, lazy)");
+}
 
 SourceHost::SourceHost(SourceOptions options) : options_(std::move(options)) {
   guest_ = std::make_unique<SimGuest>(options_.guest, options_.seed);
@@ -52,10 +78,14 @@ SourceReport SourceHost::Migrate(ByteStream* link,
   std::unique_ptr<Filter> filter;
   std::unique_ptr<CreditReceiver> credits;
   RecordSink* sink = &writer;
-  if (options_.mode == Mode::kP2bmig) {
-    if (options_.flow_control) credits = std::make_unique<CreditReceiver>(link);
-    filter = std::make_unique<Filter>(map_.get(), domain, guest_.get(), &writer, options_.filter,
-                                      credits.get());
+  const bool lazy = options_.mode == Mode::kLazy;
+  if (options_.mode != Mode::kBaseline) {
+    // Lazy mode needs the back channel whatever the flow control.
+    if (options_.flow_control || lazy) credits = std::make_unique<CreditReceiver>(link);
+    FilterOptions fo = options_.filter;
+    fo.lazy_resume = lazy;
+    if (lazy && !options_.flow_control) fo.max_unfetched_mappings = 0;
+    filter = std::make_unique<Filter>(map_.get(), domain, guest_.get(), &writer, fo, credits.get());
     sink = filter.get();
   }
   SaveLoop loop(domain, sink, options_.save);
@@ -72,6 +102,28 @@ SourceReport SourceHost::Migrate(ByteStream* link,
     if (credits) credits->Abandon();
     throw;
   }
+  report.workload_ops = workload_->ops();
+  if (report.save.pause_ns > report.save.start_ns) {
+    report.memory_ops_per_s = static_cast<double>(workload_->memory_ops()) * 1e9 /
+                              static_cast<double>(report.save.pause_ns - report.save.start_ns);
+  }
+  if (lazy) {
+    // The target runs the guest now. Keep its paused state until the target
+    // has every page, and send what it cannot get from the shared storage.
+    try {
+      ServeStats served = credits->ServeLazy(guest_.get(), &writer);
+      report.pages_served = served.pages_served;
+      report.all_present_ns = served.all_present_ns;
+    } catch (...) {
+      guest_->Halt();
+      try {
+        workload_->Stop();
+      } catch (...) {
+      }
+      credits->Abandon();
+      throw;
+    }
+  }
   // The target closes the link once it has the whole guest; the credits
   // reader ends there, and so do we.
   if (credits) credits->WaitForEnd();
@@ -80,16 +132,19 @@ SourceReport SourceHost::Migrate(ByteStream* link,
   guest_->Halt();
   workload_->Stop();
   report.link_bytes = link->bytes_written() - bytes_before;
-  report.workload_ops = workload_->ops();
   if (filter) report.filter = filter->stats();
   return report;
 }
 
 TargetHost::TargetHost(TargetOptions options) : options_(std::move(options)) {
-  memory_ = std::make_unique<GuestMemory>(options_.memory_pages, options_.memory_path);
+  memory_ = std::make_unique<GuestMemory>(
+      options_.memory_pages, options_.memory_path,
+      options_.allow_lazy ? GuestMemory::Kind::kLazyRestore : GuestMemory::Kind::kPopulated);
   store_ = OpenBlockStore(options_.disks);
   if (options_.wrap_store) wrapped_store_ = options_.wrap_store(store_.get());
   options_.resolver.nr_pfns = options_.memory_pages;
+  options_.resolver.allow_lazy = options_.allow_lazy;
+  GetWorkload(options_.workload);  // fail early on a bad name
 }
 
 TargetHost::~TargetHost() = default;
@@ -105,12 +160,68 @@ TargetReport TargetHost::Receive(ByteStream* link) {
   if (!restore.complete()) {
     throw Error(ErrorKind::kMalformedStream, "stream ended before its END record");
   }
-  report.resume_ns = RealtimeNs();
+  if (options_.lazy_required && !resolver.lazy()) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "lazy restore was asked for but the source does not offer it");
+  }
+  if (resolver.lazy()) {
+    report.lazy = true;
+    ReceiveLazily(link, &resolver, &report);
+  } else {
+    report.resume_ns = RealtimeNs();
+  }
   report.resolver = resolver.stats();
   report.pages_written = restore.pages_written();
   report.verify_mismatches = restore.verify_mismatches();
   report.link_bytes = link->bytes_read() - bytes_before;
   return report;
+}
+
+}  // namespace p2bmig::sim
+
+namespace p2bmig::sim {
+
+void TargetHost::ReceiveLazily(ByteStream* link, Resolver* resolver, TargetReport* report) {
+  using Clock = std::chrono::steady_clock;
+  std::vector<Pfn> missing = resolver->MissingPfns();
+  SourceLink source(link, options_.resolver.limits);
+  UffdMemory uffd(memory_.get(), missing);
+  ResumedGuest guest(memory_.get(), GetWorkload(options_.workload), options_.seed);
+  // Resume: the guest runs from here on.
+  report->resume_ns = RealtimeNs();
+  auto resumed = Clock::now();
+  guest.Start();
+  try {
+    if (options_.on_resume) options_.on_resume();
+    report->lazy_stats = resolver->FinishLazily(&uffd, &source);
+  } catch (...) {
+    // The guest cannot complete: stop it for good. Waiting accesses are
+    // woken (they read zero pages; nothing of what they do is kept).
+    uffd.Release();
+    guest.Stop();
+    source.Abandon();
+    throw;
+  }
+  report->all_present_ns = report->lazy_stats.all_present_ns;
+  auto present = Clock::now();
+  uint64_t ops_during = guest.ops();
+  std::this_thread::sleep_for(std::chrono::duration<double>(options_.run_after_s));
+  auto after = Clock::now();
+  guest.Stop();
+  uint64_t ops_after = guest.ops() - ops_during;
+  auto secs = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+  // Too short a phase to have a rate: report none.
+  if (present - resumed > std::chrono::milliseconds(20)) {
+    report->memory_ops_per_s_during = static_cast<double>(ops_during) / secs(present - resumed);
+  }
+  if (after > present) {
+    report->memory_ops_per_s_after = static_cast<double>(ops_after) / secs(after - present);
+  }
+  report->guest_writes = guest.writes();
+  for (const MemoryAccess& w : report->guest_writes) {
+    report->writes_to_missing += std::binary_search(missing.begin(), missing.end(), w.pfn) ? 1 : 0;
+  }
+  uffd.Release();
 }
 
 }  // namespace p2bmig::sim

@@ -27,8 +27,13 @@
 
 namespace p2bmig::sim {
 
-enum class Mode { kBaseline, kP2bmig };
+// kLazy: p2bmig, and the target resumes the guest as soon as the pages sent
+// as data are in place; the mapped pages still being fetched are faulted in
+// on demand and fetched in the background (docs/lazy-restore.md).
+enum class Mode { kBaseline, kP2bmig, kLazy };
 const char* ModeName(Mode mode);
+// "baseline", "p2bmig" or "lazy"; throws Error(kInvalidArgument) otherwise.
+Mode ParseMode(const std::string& name);
 
 struct SourceOptions {
   SimGuestConfig guest;
@@ -53,6 +58,10 @@ struct SourceReport {
   uint64_t p2b_map_bytes = 0;
   GuestMemoryUse memory_use;
   uint64_t workload_ops = 0;
+  double memory_ops_per_s = 0;  // the guest's memory accesses during pre-copy
+  // Lazy mode: what the source did for the target after END.
+  uint64_t pages_served = 0;
+  int64_t all_present_ns = 0;  // when the target reported every page present
 };
 
 class SourceHost {
@@ -66,7 +75,9 @@ class SourceHost {
   void WarmUp();
   // Migrates over `link` while the workload runs. On success the guest is
   // left paused (its memory is what the target must hold). On failure the
-  // guest is resumed, unchanged, and the error rethrown (invariant I6).
+  // guest is resumed, unchanged, and the error rethrown (invariant I6) --
+  // except in lazy mode once END is sent: the target runs the guest from
+  // then on, so a failure after that leaves it paused here.
   SourceReport Migrate(ByteStream* link, std::function<void(const SaveProgress&)> progress = {});
 
   SimGuest& guest() { return *guest_; }
@@ -88,6 +99,19 @@ struct TargetOptions {
   bool send_credits = true;
   // Optional: wraps the store (fault injection, delays in tests).
   std::function<std::unique_ptr<BlockStore>(BlockStore*)> wrap_store;
+  // Lazy restore: resume early when the source offers it (needs a link that
+  // goes both ways). `lazy_required` fails a migration the source does not
+  // offer it for.
+  bool allow_lazy = false;
+  bool lazy_required = false;
+  // After resume the guest runs this workload's memory accesses (seeded)
+  // and keeps running for `run_after_s` once every page is present.
+  std::string workload = "fileserver";
+  uint64_t seed = 1;
+  double run_after_s = 0.5;
+  // Optional, for tests: called right after the guest resumed, before any
+  // missing page is installed.
+  std::function<void()> on_resume;
 };
 
 struct TargetReport {
@@ -97,6 +121,14 @@ struct TargetReport {
   uint64_t link_bytes = 0;
   int64_t resume_ns = 0;  // CLOCK_REALTIME when the guest could run
   std::string store;      // where the disks were read from
+  // Lazy mode.
+  bool lazy = false;
+  LazyStats lazy_stats;
+  int64_t all_present_ns = 0;
+  double memory_ops_per_s_during = 0;      // resume to all present
+  double memory_ops_per_s_after = 0;       // the run_after_s that follow
+  std::vector<MemoryAccess> guest_writes;  // by the resumed guest
+  uint64_t writes_to_missing = 0;          // of those, to pages missing at resume
 };
 
 class TargetHost {
@@ -113,6 +145,8 @@ class TargetHost {
   GuestMemory& memory() { return *memory_; }
 
  private:
+  void ReceiveLazily(ByteStream* link, Resolver* resolver, TargetReport* report);
+
   TargetOptions options_;
   std::unique_ptr<GuestMemory> memory_;
   std::unique_ptr<BlockStore> store_;

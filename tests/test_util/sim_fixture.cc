@@ -10,6 +10,8 @@
 
 #include <p2bmig/transport.h>
 
+#include "sim/resumed_guest.h"
+
 namespace p2bmig::test {
 
 // A peer that fails closes its end; writes must then fail, not kill the test.
@@ -127,8 +129,28 @@ MigrationResult RunMigration(sim::SourceHost* source, sim::TargetHost* target, u
   t.join();
   if (source_error) std::rethrow_exception(source_error);
   if (target_error) std::rethrow_exception(target_error);
-  result.differing_pages = DifferingPages(source->guest().memory(), target->memory());
+  result.differing_pages =
+      DifferingPagesAfterLazyRestore(source->guest().memory(), target->memory(), result.target);
   return result;
+}
+
+uint64_t DifferingPagesAfterLazyRestore(const sim::GuestMemory& source,
+                                        const sim::GuestMemory& target,
+                                        const sim::TargetReport& report) {
+  if (report.guest_writes.empty()) return DifferingPages(source, target);
+  if (source.nr_pages() != target.nr_pages()) {
+    return std::max(source.nr_pages(), target.nr_pages());
+  }
+  // What the target must hold: the source's memory at its pause with the
+  // resumed guest's read-modify-writes replayed on top.
+  std::vector<uint8_t> expected(source.nr_pages() * kPageSize);
+  std::memcpy(expected.data(), source.page(0), expected.size());
+  sim::ApplyGuestWrites(expected.data(), source.nr_pages(), report.guest_writes);
+  uint64_t n = 0;
+  for (Pfn p = 0; p < source.nr_pages(); ++p) {
+    n += std::memcmp(expected.data() + p * kPageSize, target.page(p), kPageSize) != 0 ? 1 : 0;
+  }
+  return n;
 }
 
 uint64_t DifferingPages(const sim::GuestMemory& a, const sim::GuestMemory& b) {

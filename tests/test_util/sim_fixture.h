@@ -85,6 +85,13 @@ MigrationResult RunMigration(sim::SourceHost* source, sim::TargetHost* target,
 // Number of pages whose content differs between the two memories.
 uint64_t DifferingPages(const sim::GuestMemory& a, const sim::GuestMemory& b);
 
+// The same after a lazy restore: pages the resumed guest wrote must hold the
+// source's content with those writes replayed on top; all others the
+// source's content.
+uint64_t DifferingPagesAfterLazyRestore(const sim::GuestMemory& source,
+                                        const sim::GuestMemory& target,
+                                        const sim::TargetReport& report);
+
 }  // namespace p2bmig::test
 
 #endif  // P2BMIG_TESTS_SIM_FIXTURE_H_

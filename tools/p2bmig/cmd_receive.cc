@@ -14,6 +14,7 @@
 #include "cpus.h"
 #include "endpoint.h"
 #include "report.h"
+#include "sim/resumed_guest.h"
 #include "sim/sim_host.h"
 #include "units.h"
 
@@ -29,6 +30,10 @@ struct ReceiveArgs {
   double timeout_s = 120;
   bool json = false;
   std::string cpus;
+  std::string mode = "auto";
+  std::string workload = "fileserver";
+  uint64_t seed = 1;
+  double after_s = 0.5;
 };
 
 void RunReceive(const ReceiveArgs& a) {
@@ -42,6 +47,18 @@ void RunReceive(const ReceiveArgs& a) {
   opt.memory_path = a.memory_file;
   opt.disks = a.disks;
   opt.send_credits = !a.listen.empty();
+  opt.workload = a.workload;
+  opt.seed = a.seed;
+  opt.run_after_s = a.after_s;
+  // Lazy restore needs the connection's back channel; "auto" follows the
+  // source's offer.
+  if (a.mode != "auto") sim::ParseMode(a.mode);
+  opt.allow_lazy = !a.listen.empty() && (a.mode == "auto" || a.mode == "lazy");
+  opt.lazy_required = a.mode == "lazy";
+  if (opt.lazy_required && a.listen.empty()) {
+    throw Error(ErrorKind::kInvalidArgument, "--mode lazy needs --listen");
+  }
+  const std::string writes_path = a.memory_file.empty() ? "" : a.memory_file + ".guest-writes";
   try {
     sim::TargetHost host(opt);
     std::unique_ptr<ByteStream> link;
@@ -56,6 +73,9 @@ void RunReceive(const ReceiveArgs& a) {
     }
     sim::TargetReport report = host.Receive(link.get());
     host.memory().Sync();
+    // The resumed guest's own writes, to check the memory against the
+    // source's (p2bmig demo does).
+    if (report.lazy && !writes_path.empty()) sim::SaveGuestWrites(writes_path, report.guest_writes);
     link->CloseWrite();
     if (a.json) {
       std::cout << TargetReportJson(report).dump() << std::endl;
@@ -66,10 +86,18 @@ void RunReceive(const ReceiveArgs& a) {
           report.pages_written, report.resolver.fetches_applied, report.store,
           FormatBytes(static_cast<double>(report.resolver.nas_bytes)), report.resolver.nas_reads,
           report.resolver.drain_wait_s);
+      if (report.lazy) {
+        std::cout << fmt::format(
+            "lazy restore: {} pages missing at resume, all present {:.3f} s later; {} faults\n",
+            report.lazy_stats.missing_at_resume,
+            static_cast<double>(report.all_present_ns - report.resume_ns) / 1e9,
+            report.lazy_stats.faults);
+      }
     }
   } catch (...) {
     // Never leave a half-restored guest behind (invariant I6).
     if (!a.memory_file.empty()) ::unlink(a.memory_file.c_str());
+    if (!writes_path.empty()) ::unlink(writes_path.c_str());
     throw;
   }
 }
@@ -91,6 +119,18 @@ void AddReceiveCommand(CLI::App& app) {
   cmd->add_option("--timeout", args->timeout_s, "Seconds to wait for the source to connect")
       ->capture_default_str();
   cmd->add_option("--cpus", args->cpus, "Run on these CPUs only (e.g. 1)");
+  cmd->add_option("--mode", args->mode,
+                  "auto (as the source offers), lazy (require lazy restore), or p2bmig / "
+                  "baseline (resume only once memory is complete)")
+      ->capture_default_str();
+  cmd->add_option("--workload", args->workload,
+                  "Lazy restore: the workload whose memory accesses the resumed guest runs")
+      ->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Lazy restore: seed of the resumed guest's workload")
+      ->capture_default_str();
+  cmd->add_option("--after", args->after_s,
+                  "Lazy restore: seconds the guest keeps running once every page is present")
+      ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
   cmd->callback([args] { RunReceive(*args); });
 }

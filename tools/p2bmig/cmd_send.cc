@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -35,7 +36,7 @@ struct SendArgs {
   double connect_wait_s = 10;
   bool json = false;
   std::string cpus;
-  uint64_t max_unfetched = FilterOptions{}.max_unfetched_mappings;
+  std::optional<uint64_t> max_unfetched;
   bool progress = false;
 };
 
@@ -87,15 +88,17 @@ void RunSend(const SendArgs& a) {
   opt.guest.disk_paths = a.disks;
   opt.workload = a.workload;
   opt.seed = a.seed;
-  if (a.mode == "baseline")
-    opt.mode = sim::Mode::kBaseline;
-  else if (a.mode == "p2bmig")
-    opt.mode = sim::Mode::kP2bmig;
-  else
-    throw Error(ErrorKind::kInvalidArgument, "--mode is baseline or p2bmig");
+  opt.mode = sim::ParseMode(a.mode);
+  if (opt.mode == sim::Mode::kLazy && a.to.empty()) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "--mode lazy needs a receiver (--to): the target talks back to the source");
+  }
   uint64_t rate = ParseRate(a.rate);
   opt.flow_control = !a.to.empty();  // a file carries no credits back
-  opt.filter.max_unfetched_mappings = a.max_unfetched;
+  // Lazy restore leaves the fetch work for after the resume, so holding
+  // mappings back would only make the migration longer.
+  opt.filter.max_unfetched_mappings = a.max_unfetched.value_or(
+      opt.mode == sim::Mode::kLazy ? 0 : FilterOptions{}.max_unfetched_mappings);
   sim::GetWorkload(a.workload);  // fail early on a bad name
 
   sim::SourceHost host(opt);
@@ -166,7 +169,9 @@ void AddSendCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the guest and its workload")
       ->capture_default_str();
-  cmd->add_option("--mode", args->mode, "baseline (stock pre-copy) or p2bmig")
+  cmd->add_option("--mode", args->mode,
+                  "baseline (stock pre-copy), p2bmig, or lazy (p2bmig, and the target resumes "
+                  "the guest before every mapped page is fetched)")
       ->capture_default_str();
   cmd->add_option("--rate", args->rate, "Link speed cap, e.g. 1gbit, 10gbit, off")
       ->capture_default_str();
@@ -176,8 +181,7 @@ void AddSendCommand(CLI::App& app) {
   cmd->add_option("--cpus", args->cpus, "Run on these CPUs only (e.g. 0 or 0-1)");
   cmd->add_option("--max-unfetched", args->max_unfetched,
                   "Hold back mappings while the target has more than this many left to fetch "
-                  "(0: no limit)")
-      ->capture_default_str();
+                  "(0: no limit; default 1024, lazy mode 0)");
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
   cmd->add_flag("--progress", args->progress, "Show a progress line on stderr");
   cmd->callback([args] { RunSend(*args); });
