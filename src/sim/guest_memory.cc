@@ -17,7 +17,8 @@ GuestMemory::GuestMemory(uint64_t nr_pages, const std::string& backing_path, Kin
   const size_t bytes = nr_pages * kPageSize;
   int fd = -1;
   if (kind_ == Kind::kLazyRestore) {
-    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (p == MAP_FAILED) {
       throw Error(ErrorKind::kIo, fmt::format("cannot map {} MiB of guest memory: {}", bytes >> 20,
                                               std::strerror(errno)));

@@ -5,10 +5,10 @@
 // the demo's checker, can compare source and target memory byte for byte) or
 // is anonymous otherwise. New memory is zero, as memory Xen populates is.
 //
-// Memory for a lazy restore (kLazyRestore) is anonymous, private and not
-// populated, since userfaultfd reports missing pages only of anonymous or
-// shmem mappings, never of a regular file; Sync() then writes its content to
-// the path, for the same comparison.
+// Memory for a lazy restore (kLazyRestore) is anonymous and private, since
+// userfaultfd reports missing pages only of anonymous or shmem mappings,
+// never of a regular file; pages are made missing later (UffdMemory). Sync()
+// then writes its content to the path, for the same comparison.
 //
 // Thread safety: pages may be read and written from any thread; MarkDirty and
 // PeekAndClean are lock-free and may race with each other as Xen's do: a bit

@@ -95,8 +95,9 @@ void RunSend(const SendArgs& a) {
   }
   uint64_t rate = ParseRate(a.rate);
   opt.flow_control = !a.to.empty();  // a file carries no credits back
-  // Lazy restore leaves the fetch work for after the resume, so holding
-  // mappings back would only make the migration longer.
+  // Lazy restore leaves fetch work for after the resume, so it can allow
+  // more of it to be outstanding; the limit still keeps the target from
+  // falling behind the stream, which would lengthen the downtime.
   opt.filter.max_unfetched_mappings = a.max_unfetched.value_or(
       opt.mode == sim::Mode::kLazy ? 0 : FilterOptions{}.max_unfetched_mappings);
   sim::GetWorkload(a.workload);  // fail early on a bad name
@@ -181,7 +182,7 @@ void AddSendCommand(CLI::App& app) {
   cmd->add_option("--cpus", args->cpus, "Run on these CPUs only (e.g. 0 or 0-1)");
   cmd->add_option("--max-unfetched", args->max_unfetched,
                   "Hold back mappings while the target has more than this many left to fetch "
-                  "(0: no limit; default 1024, lazy mode 0)");
+                  "(0: no limit; default 1024, lazy mode 8192)");
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
   cmd->add_flag("--progress", args->progress, "Show a progress line on stderr");
   cmd->callback([args] { RunSend(*args); });
