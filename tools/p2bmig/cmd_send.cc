@@ -99,7 +99,7 @@ void RunSend(const SendArgs& a) {
   // more of it to be outstanding; the limit still keeps the target from
   // falling behind the stream, which would lengthen the downtime.
   opt.filter.max_unfetched_mappings = a.max_unfetched.value_or(
-      opt.mode == sim::Mode::kLazy ? 0 : FilterOptions{}.max_unfetched_mappings);
+      opt.mode == sim::Mode::kLazy ? 8192 : FilterOptions{}.max_unfetched_mappings);
   sim::GetWorkload(a.workload);  // fail early on a bad name
 
   sim::SourceHost host(opt);
