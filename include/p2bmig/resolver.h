@@ -38,6 +38,14 @@ struct ResolverOptions {
   FetchOptions fetch;
   // Resume before memory is complete when the source offers it.
   bool allow_lazy = false;
+  // Lazy phase: a page the guest has waited for this long is asked of the
+  // source as well (whichever copy comes first is installed), and shared
+  // storage that has completed no read for `lazy_storage_stall_s` while
+  // pages are missing is given up on (every missing page is then asked of
+  // the source), rather than waiting out its own retries with the guest
+  // blocked.
+  double lazy_fault_source_after_s = 0.5;
+  double lazy_storage_stall_s = 5;
 };
 
 struct ResolverStats {

@@ -2,6 +2,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <unordered_map>
 #include <vector>
 
@@ -93,13 +94,26 @@ struct Resolver::Impl {
   MissingPageMemory* memory = nullptr;
   struct Missing {
     BlockAddr addr;
-    bool requested = false;  // asked of the source
+    bool requested = false;    // asked of the source
+    bool need_source = false;  // the storage cannot supply it
     bool faulted = false;
     Clock::time_point fault_at;
   };
   std::unordered_map<Pfn, Missing> missing;
   std::vector<Pfn> to_request;  // to ask the source for
+  uint64_t need_source = 0;     // missing pages only the source can supply
   LazyStats lazy;
+
+  // The storage cannot supply `pfn`: only the source can.
+  void NeedSource(Pfn pfn) {
+    auto it = missing.find(pfn);
+    if (it == missing.end()) return;
+    if (!it->second.need_source) {
+      it->second.need_source = true;
+      ++need_source;
+    }
+    to_request.push_back(pfn);
+  }
 
   bool lazy_enabled() const { return lazy_offered && options.allow_lazy; }
 
@@ -114,6 +128,7 @@ struct Resolver::Impl {
     } else {
       ++lazy.fetched;
     }
+    if (it->second.need_source) --need_source;
     if (it->second.faulted) {
       lazy.fault_wait_s.push_back(
           std::chrono::duration<double>(Clock::now() - it->second.fault_at).count());
@@ -158,7 +173,7 @@ struct Resolver::Impl {
         return;
       }
       if (lazy_phase) {
-        to_request.push_back(m.pfn);  // the source still has it
+        NeedSource(m.pfn);  // the source still has it
         return;
       }
       mismatched[m.pfn] = m;
@@ -373,6 +388,12 @@ LazyStats Resolver::FinishLazily(MissingPageMemory* memory, PageSource* source) 
 
   bool storage_ok = true;
   std::vector<Pfn> faults;
+  const auto fault_source_after = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(s.options.lazy_fault_source_after_s));
+  const auto stall_limit = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(s.options.lazy_storage_stall_s));
+  auto last_progress = Clock::now();
+  std::deque<std::pair<Clock::time_point, Pfn>> waiting;  // faults, oldest first
   auto fail_storage = [&](const std::exception& e) {
     spdlog::warn(
         "lazy restore: shared storage failed ({}); asking the source for the {} "
@@ -380,7 +401,9 @@ LazyStats Resolver::FinishLazily(MissingPageMemory* memory, PageSource* source) 
         e.what(), s.missing.size());
     storage_ok = false;
     s.lazy.storage_failures = 1;
-    for (const auto& [pfn, m] : s.missing) s.to_request.push_back(pfn);
+    std::vector<Pfn> all;
+    for (const auto& [pfn, m] : s.missing) all.push_back(pfn);
+    for (Pfn pfn : all) s.NeedSource(pfn);
   };
   while (!s.missing.empty()) {
     // The guest's waiting accesses jump the queue.
@@ -396,16 +419,30 @@ LazyStats Resolver::FinishLazily(MissingPageMemory* memory, PageSource* source) 
       if (!m.faulted) {
         m.faulted = true;
         m.fault_at = Clock::now();
+        waiting.push_back({m.fault_at, pfn});
         ++s.lazy.faults;
       }
       if (storage_ok && !m.requested) s.queue.Prioritize(m.addr);
     }
     if (storage_ok) {
       try {
+        size_t before = s.missing.size();
         s.Poll();
+        if (s.missing.size() != before) last_progress = Clock::now();
+        if (Clock::now() - last_progress > stall_limit) {
+          throw Error(ErrorKind::kIo,
+                      fmt::format("no block arrived for {} s", s.options.lazy_storage_stall_s));
+        }
       } catch (const Error& e) {
         fail_storage(e);
       }
+    }
+    // The guest has waited long for these: the source has them too.
+    while (!waiting.empty() && Clock::now() - waiting.front().first > fault_source_after) {
+      Pfn pfn = waiting.front().second;
+      waiting.pop_front();
+      auto it = s.missing.find(pfn);
+      if (it != s.missing.end() && !it->second.requested) s.to_request.push_back(pfn);
     }
     // Pages from the source; then, if it is gone, whether we still need it.
     bool source_alive = source->alive();
@@ -425,9 +462,9 @@ LazyStats Resolver::FinishLazily(MissingPageMemory* memory, PageSource* source) 
         if (!source->Request(std::span<const Pfn>(ask.data() + i, n))) source_alive = false;
       }
     }
-    if (!source_alive) {
+    if (!source_alive && s.need_source > 0) {
       auto it = std::find_if(s.missing.begin(), s.missing.end(),
-                             [](const auto& e) { return e.second.requested; });
+                             [](const auto& e) { return e.second.need_source; });
       if (it != s.missing.end()) {
         throw Error(ErrorKind::kNetwork,
                     fmt::format("lazy restore: {} page(s) are missing (e.g. pfn {:#x}), the "

@@ -174,13 +174,14 @@ TEST(LazyMigration, GuestRunsBeforeMemoryIsCompleteAndMemoryIsExact) {
   EXPECT_GT(t.lazy_stats.faults, 0u);
   EXPECT_EQ(t.lazy_stats.fault_wait_s.size(), t.lazy_stats.faults);
   EXPECT_GT(t.writes_to_missing, 0u);
-  EXPECT_EQ(t.lazy_stats.fetched, t.lazy_stats.missing_at_resume);
-  EXPECT_EQ(t.lazy_stats.from_source, 0u);
+  // From the storage, or (a fault that waited over 0.5 s) from the source.
+  EXPECT_EQ(t.lazy_stats.fetched + t.lazy_stats.from_source, t.lazy_stats.missing_at_resume);
+  EXPECT_GT(t.lazy_stats.fetched, t.lazy_stats.from_source);
   EXPECT_EQ(t.lazy_stats.already_present, 0u);
   EXPECT_GT(t.all_present_ns, t.resume_ns);
   // The source kept its guest until the target had every page.
   EXPECT_GE(m.result.source.all_present_ns, t.all_present_ns);
-  EXPECT_EQ(m.result.source.pages_served, 0u);
+  EXPECT_GE(m.result.source.pages_served, t.lazy_stats.from_source);
   std::printf(
       "lazy: %llu missing at resume, %llu faults, %zu guest writes (%llu to missing pages)\n",
       static_cast<unsigned long long>(t.lazy_stats.missing_at_resume),
@@ -199,7 +200,7 @@ TEST(LazyMigration, StorageFailureAfterResumeIsRecoveredFromTheSource) {
   EXPECT_EQ(t.lazy_stats.storage_failures, 1u);
   EXPECT_GT(t.lazy_stats.from_source, 0u);
   EXPECT_EQ(t.lazy_stats.fetched + t.lazy_stats.from_source, t.lazy_stats.missing_at_resume);
-  EXPECT_EQ(m.result.source.pages_served, t.lazy_stats.from_source);
+  EXPECT_GE(m.result.source.pages_served, t.lazy_stats.from_source);
 }
 
 TEST(LazyMigration, SourceLostWhilePagesAreMissingFailsTheTarget) {
@@ -226,7 +227,9 @@ TEST(LazyMigration, SourceLostWithStorageStillThereCompletes) {
   m.Run([&m] { m.KillSource(); });
   // The target needs nothing from the source: it finishes from the storage.
   ASSERT_FALSE(m.target_error) << What(m.target_error);
-  EXPECT_EQ(m.result.target.lazy_stats.fetched, m.result.target.lazy_stats.missing_at_resume);
+  const LazyStats& l = m.result.target.lazy_stats;
+  EXPECT_EQ(l.fetched + l.from_source, l.missing_at_resume);
+  EXPECT_GT(l.fetched, 0u);
   EXPECT_TRUE(m.source_error);  // it never heard that every page was present
 }
 

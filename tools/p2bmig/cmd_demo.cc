@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <map>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -183,15 +183,12 @@ json RunMode(const DemoArgs& a, const std::string& mode, const std::string& imag
 
   // With two or more CPUs, each host gets its own, as two machines would.
   const bool split = std::thread::hardware_concurrency() >= 2;
-  std::vector<std::string> receive = {"p2bmig",     "receive",
-                                      "--listen",   addr,
-                                      "--memory",   a.memory,
-                                      "--disk",     TargetLocation(a, image),
-                                      "--memory-file", dst_mem,
-                                      "--mode",     mode,
-                                      "--workload", a.workload,
-                                      "--seed",     std::to_string(a.seed),
-                                      "--json"};
+  std::vector<std::string> receive = {
+      "p2bmig",        "receive",  "--listen", addr,
+      "--memory",      a.memory,   "--disk",   TargetLocation(a, image),
+      "--memory-file", dst_mem,    "--mode",   mode,
+      "--workload",    a.workload, "--seed",   std::to_string(a.seed),
+      "--json"};
   if (split) receive.insert(receive.end(), {"--cpus", "1"});
   Child target = Spawn(receive);
   std::vector<std::string> send = {"p2bmig",        "send",

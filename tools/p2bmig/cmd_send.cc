@@ -99,7 +99,7 @@ void RunSend(const SendArgs& a) {
   // more of it to be outstanding; the limit still keeps the target from
   // falling behind the stream, which would lengthen the downtime.
   opt.filter.max_unfetched_mappings = a.max_unfetched.value_or(
-      opt.mode == sim::Mode::kLazy ? 8192 : FilterOptions{}.max_unfetched_mappings);
+      opt.mode == sim::Mode::kLazy ? 4096 : FilterOptions{}.max_unfetched_mappings);
   sim::GetWorkload(a.workload);  // fail early on a bad name
 
   sim::SourceHost host(opt);
@@ -182,7 +182,7 @@ void AddSendCommand(CLI::App& app) {
   cmd->add_option("--cpus", args->cpus, "Run on these CPUs only (e.g. 0 or 0-1)");
   cmd->add_option("--max-unfetched", args->max_unfetched,
                   "Hold back mappings while the target has more than this many left to fetch "
-                  "(0: no limit; default 1024, lazy mode 8192)");
+                  "(0: no limit; default 1024, lazy mode 4096)");
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
   cmd->add_flag("--progress", args->progress, "Show a progress line on stderr");
   cmd->callback([args] { RunSend(*args); });
