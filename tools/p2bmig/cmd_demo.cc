@@ -47,6 +47,7 @@ struct DemoArgs {
   std::string modes = "baseline,p2bmig";
   uint64_t seed = 1;
   int runs = 1;
+  std::string lazy_max_unfetched;  // empty: send's default
   bool json = false;
   bool keep = false;
 };
@@ -202,6 +203,9 @@ json RunMode(const DemoArgs& a, const std::string& mode, const std::string& imag
                                    "--rate",        a.link,
                                    "--json"};
   if (tty && !a.json) send.push_back("--progress");
+  if (mode == "lazy" && !a.lazy_max_unfetched.empty()) {
+    send.insert(send.end(), {"--max-unfetched", a.lazy_max_unfetched});
+  }
   if (split) send.insert(send.end(), {"--cpus", "0"});
   Child source = Spawn(send);
   std::string src_out, dst_out;
@@ -444,6 +448,8 @@ void AddDemoCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the guest, its disk and its workload")
       ->capture_default_str();
+  cmd->add_option("--lazy-max-unfetched", a->lazy_max_unfetched,
+                  "Lazy mode: the source's flow control limit (p2bmig send --max-unfetched)");
   cmd->add_flag("--json", a->json, "Print the results as JSON");
   cmd->add_flag("--keep", a->keep, "Keep the memory files of source and target");
   cmd->callback([a] { RunDemo(*a); });
