@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <p2bmig/types.h>
@@ -75,6 +76,7 @@ struct LazyStats {
   uint64_t from_source = 0;          // pages installed from the source's copy
   uint64_t already_present = 0;      // installs refused: the page was present
   uint64_t storage_failures = 0;     // 1 if shared storage failed for good
+  std::string storage_error;         // why, then
   std::vector<double> fault_wait_s;  // per fault: from its report to its install
   int64_t all_present_ns = 0;        // CLOCK_REALTIME when the last page was installed
 };

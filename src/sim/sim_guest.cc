@@ -235,6 +235,9 @@ void SimGuest::ReclaimCache(uint32_t nr_pages, Rng& rng) {
   Step step(this);
   std::lock_guard lock(mu_);
   for (uint32_t i = 0; i < nr_pages && !cache_fifo_.empty();) {
+    // Keep some page cache: with none left and no free page, the next file
+    // read would have nowhere to go.
+    if (free_.empty() && cache_.size() <= pages_.size() / 8) break;
     Pfn p = cache_fifo_.front();
     cache_fifo_.pop_front();
     PageState& st = pages_[p];

@@ -230,6 +230,10 @@ void TargetHost::ReceiveLazily(ByteStream* link, Resolver* resolver, TargetRepor
     throw;
   }
   report->all_present_ns = report->lazy_stats.all_present_ns;
+  if (report->lazy_stats.storage_failures != 0) {
+    spdlog::warn("lazy restore: shared storage failed ({}); the missing pages came from the source",
+                 report->lazy_stats.storage_error);
+  }
   auto present = Clock::now();
   uint64_t ops_during = guest.ops();
   std::this_thread::sleep_for(std::chrono::duration<double>(options_.run_after_s));

@@ -101,7 +101,7 @@ std::vector<WorkloadProfile> Profiles() {
   p.reclaim_pages_per_s = 1000;
   p.hot_read_share = 0.7;
   p.threads = 3;
-  p.memory_ops_per_s = 8000;
+  p.memory_ops_per_s = 4000;
   v.push_back(p);
   return v;
 }

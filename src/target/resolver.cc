@@ -8,13 +8,12 @@
 
 #include <fmt/format.h>
 #include <poll.h>
-#include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <p2bmig/hash.h>
 #include <p2bmig/resolver.h>
-#include <p2bmig/save_loop.h>
 
 namespace p2bmig {
 namespace {
@@ -395,10 +394,7 @@ LazyStats Resolver::FinishLazily(MissingPageMemory* memory, PageSource* source) 
   auto last_progress = Clock::now();
   std::deque<std::pair<Clock::time_point, Pfn>> waiting;  // faults, oldest first
   auto fail_storage = [&](const std::exception& e) {
-    spdlog::warn(
-        "lazy restore: shared storage failed ({}); asking the source for the {} "
-        "missing page(s)",
-        e.what(), s.missing.size());
+    s.lazy.storage_error = e.what();
     storage_ok = false;
     s.lazy.storage_failures = 1;
     std::vector<Pfn> all;
@@ -482,7 +478,9 @@ LazyStats Resolver::FinishLazily(MissingPageMemory* memory, PageSource* source) 
     while (::read(s.wake.fd, &count, sizeof(count)) > 0) {
     }
   }
-  s.lazy.all_present_ns = RealtimeNs();
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  s.lazy.all_present_ns = int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
   s.lazy_phase = false;
   source->AllPresent();
   return s.lazy;
