@@ -41,6 +41,11 @@ struct FilterOptions {
   // target has not fetched yet (0: no limit). Bounds the fetch work left for
   // the downtime when shared storage is slower than the link.
   uint64_t max_unfetched_mappings = 1024;
+  // Offer lazy restore (P2B_LAZY_RESUME): the target may resume the guest
+  // before every mapped page is fetched. The caller must then keep the
+  // paused guest and serve page requests until the target reports that
+  // every page is present. Needs a back channel (`credits`).
+  bool lazy_resume = false;
 };
 
 // The target's report of how many of the mappings sent so far it has
