@@ -73,7 +73,7 @@ class SimGuest : public Domain, public IoTap {
   // the page cache (overwrites blocks that cache pages may still map).
   void RawWrite(uint32_t disk, uint64_t sector, uint32_t nr_sectors, uint32_t page_sect, Rng& rng);
   // The CPU side: `nr` single-page memory accesses (DrawMemoryAccess with
-  // `seed`); stores only to anonymous pages (elsewhere a load), marked dirty.
+  // `seed`), as loads: the workload's other operations make its writes.
   void TouchMemory(uint32_t nr, uint64_t seed, Rng& rng);
   // Evicts up to `nr_pages` clean cache pages and reuses them as anonymous
   // memory with new content, while there are fewer than `anon_limit`
