@@ -69,7 +69,8 @@ struct MemoryAccess {
   uint64_t value = 0;   // non-zero for a write
 };
 MemoryAccess DrawMemoryAccess(Rng& rng, uint64_t nr_pages, uint64_t seed);
-// Performs it on `page`; returns a value derived from what was read.
+// Performs it on `page` with word-atomic accesses (any thread); returns a
+// value derived from what was read. REQUIRES: `page` 8-byte aligned.
 uint64_t PerformMemoryAccess(uint8_t* page, const MemoryAccess& access);
 
 class WorkloadRunner {
