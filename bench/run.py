@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""The migration benchmark: stock pre-copy vs p2bmig, side by side, between
-hosts on shaped links.
+"""The migration benchmark: stock pre-copy vs p2bmig (paper and lazy mode),
+side by side, between hosts on shaped links.
 
 Source, target and NAS are network namespaces (bench/netns.sh) joined by veth
 links shaped with tc; the NAS runs nfs-ganesha (scripts/nfs-server.sh with
@@ -35,6 +35,7 @@ import re
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -137,13 +138,39 @@ def restore_image(pristine, image, chunk=4 << 20):
     return changed
 
 
-def differing_pages(path_a, path_b, chunk=4 << 20):
-    """Pages that differ between two memory files (all, if sizes differ)."""
+def load_guest_writes(path):
+    """A lazy-restore target's log of its resumed guest's writes (p2bmig
+    receive writes it next to the memory file): {pfn: [(offset, value)]}, in
+    order. Entries: 24 bytes, little-endian {pfn u64, offset u32, reserved
+    u32, value u64}."""
+    writes = {}
+    with open(path, "rb") as f:
+        data = f.read()
+    for off in range(0, len(data) - len(data) % 24, 24):
+        pfn, offset, _, value = struct.unpack_from("<QIIQ", data, off)
+        writes.setdefault(pfn, []).append((offset, value))
+    return writes
+
+
+def apply_guest_writes(buf, n, first_pfn, writes):
+    """XORs each logged write into the pages of `buf` (as the guest's
+    read-modify-writes did on the target)."""
+    for pfn in range(first_pfn, first_pfn + n // PAGE):
+        for offset, value in writes.get(pfn, ()):
+            at = (pfn - first_pfn) * PAGE + offset
+            word = struct.unpack_from("<Q", buf, at)[0] ^ value
+            struct.pack_into("<Q", buf, at, word)
+
+
+def differing_pages(path_a, path_b, chunk=4 << 20, writes=None):
+    """Pages that differ between two memory files (all, if sizes differ).
+    With `writes` (lazy restore), they are applied to a's pages first."""
     sa, sb = os.path.getsize(path_a), os.path.getsize(path_b)
     if sa != sb:
         return max(sa, sb) // PAGE
     diff = 0
     a, b = bytearray(chunk), bytearray(chunk)
+    pos = 0
     with open(path_a, "rb", buffering=0) as fa, open(path_b, "rb", buffering=0) as fb:
         while True:
             n, m = fa.readinto(a), fb.readinto(b)
@@ -151,6 +178,9 @@ def differing_pages(path_a, path_b, chunk=4 << 20):
                 break
             if n != m:
                 return max(sa, sb) // PAGE
+            if writes:
+                apply_guest_writes(a, n, pos // PAGE, writes)
+            pos += n
             if (a == b) if n == chunk else (a[:n] == b[:n]):
                 continue
             for off in range(0, n, PAGE):
@@ -250,12 +280,31 @@ class Bench:
                                f"{target.returncode}: {t_err.strip()[-500:]}")
         s = json.loads([l for l in source.stdout.splitlines() if l.startswith("{")][-1])
         t = json.loads([l for l in t_out.splitlines() if l.startswith("{")][-1])
-        diff = differing_pages(src_mem, dst_mem)
-        for f in (src_mem, dst_mem):
-            os.unlink(f)
+        # Lazy restore: the target's guest ran and wrote its memory; the check
+        # replays its logged writes onto the source's memory at the pause.
+        lazy = t.get("lazy", False)
+        writes_log = dst_mem + ".guest-writes"
+        writes = load_guest_writes(writes_log) if lazy else None
+        diff = differing_pages(src_mem, dst_mem, writes=writes)
+        for f in (src_mem, dst_mem, writes_log):
+            if os.path.exists(f):
+                os.unlink(f)
         lb = link.lower_bound(s["memory_bytes"], s["page_cache_bytes"], s["zero_bytes"])
+        # Complete: the guest resumed with all of its memory (paper mode), or
+        # every page is present (lazy).
+        complete_ns = t["all_present_ns"] if lazy else t["resume_ns"]
+        extra = {}
+        if lazy:
+            extra = {k: t[k] for k in (
+                "time_to_all_present_s", "missing_at_resume", "faults", "fault_latency_ms_p50",
+                "fault_latency_ms_p99", "pages_from_source", "memory_ops_per_s_during",
+                "memory_ops_per_s_after") if k in t}
         return {
-            "total_time_s": (t["resume_ns"] - s["start_ns"]) / 1e9,
+            **extra,
+            "lazy": lazy,
+            "resume_s": (t["resume_ns"] - s["start_ns"]) / 1e9,
+            "memory_ops_per_s_before": s.get("memory_ops_per_s", 0),
+            "total_time_s": (complete_ns - s["start_ns"]) / 1e9,
             "downtime_s": (t["resume_ns"] - s["pause_ns"]) / 1e9,
             "link_bytes": s["link_bytes"],
             "nas_bytes": t["nas_bytes"],
@@ -494,6 +543,28 @@ def write_table(result, path):
                 f"{fmt_b(lb)}{ratio(lb, 'link_bytes')} | {fmt_b(nb)} | {fmt_s(bound)} | "
                 f"{tt / bound:.2f} | {'yes' if ident else 'NO'} |")
     lines += phase_table(result, modes)
+    lazy_rows = [(k, rs) for k, by_mode in g.items() for m, rs in by_mode.items() if m == "lazy"]
+    if lazy_rows:
+        lines += ["", "Lazy restore (medians): the guest runs on the target from `resume`; "
+                  "`all present` is when its last missing page was installed (total time = "
+                  "resume + all present); guest memory operations per second before (source, "
+                  "pre-copy), during (resume to all present) and after.", "",
+                  "| guest | link | workload | resume | all present | faults | fault p50 / p99 "
+                  "| from source | ops/s before / during / after |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for (mem, link, wl), rs in lazy_rows:
+            rs = [r for r in rs if r.get("ok")]
+            if not rs:
+                continue
+
+            def med(key):
+                return median([r.get(key, 0) for r in rs])
+            lines.append(
+                f"| {mem} | {link} | {wl} | {fmt_s(med('resume_s'))} | "
+                f"{fmt_s(med('time_to_all_present_s'))} | {med('faults'):.0f} | "
+                f"{med('fault_latency_ms_p50'):.1f} / {med('fault_latency_ms_p99'):.1f} ms | "
+                f"{med('pages_from_source'):.0f} | {med('memory_ops_per_s_before'):.0f} / "
+                f"{med('memory_ops_per_s_during'):.0f} / {med('memory_ops_per_s_after'):.0f} |")
     failed = [r for r in result["runs"] if not r.get("ok")]
     lines += ["", "Summary (ratios to the baseline; page-cache-heavy workloads: "
               + ", ".join(CACHE_HEAVY) + "):", ""]
@@ -605,7 +676,7 @@ def main():
     p.add_argument("--workloads", help="workloads (default: all: %s)" % FULL["workloads"])
     p.add_argument("--links", help="links: RATE, RATE/NASRATE or RATE-shared "
                    "(default %s)" % FULL["links"])
-    p.add_argument("--modes", default="baseline,p2bmig",
+    p.add_argument("--modes", default="baseline,p2bmig,lazy",
                    help="modes, as p2bmig send --mode takes them (default %(default)s)")
     p.add_argument("--reps", type=int, help="repetitions (default %d)" % FULL["reps"])
     p.add_argument("--seed", type=int, default=1)

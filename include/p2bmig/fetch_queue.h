@@ -9,7 +9,11 @@
 //     disk into reads of up to max_read_bytes,
 //   * keeps at most max_inflight_reads reads and max_inflight_bytes in flight,
 //   * serves requests roughly in submission order (the oldest pending block
-//     starts each read), so what the restore needs first arrives first.
+//     starts each read), so what the restore needs first arrives first;
+//   * lets a block jump the queue (Prioritize): a guest that runs before its
+//     memory is complete (lazy restore) is blocked on it. Such a read is
+//     short, starts at once even beyond the in-flight limits, and takes
+//     pending neighbours of the block along.
 // Failed reads are retried up to `retries` times, then reported as an error.
 //
 // Thread safety: Submit, Poll, Drain and stats are meant for one thread (the
@@ -34,6 +38,13 @@ struct FetchOptions {
   size_t max_inflight_reads = 16;
   size_t max_inflight_bytes = 64u << 20;
   int retries = 3;
+  // Prioritized reads span at most this many blocks (the faulting block and
+  // its pending neighbours), and up to this many may exceed max_inflight_reads.
+  uint32_t urgent_read_blocks = 16;
+  size_t max_urgent_reads = 4;
+  // Called on a store thread whenever a read completes (e.g. to wake a
+  // poll() loop); must not block or call into the queue.
+  std::function<void()> on_read_done;
 };
 
 struct FetchStats {
@@ -42,6 +53,7 @@ struct FetchStats {
   uint64_t reads = 0;          // read operations issued to the store
   uint64_t bytes_read = 0;     // bytes read from the store (gaps included)
   uint64_t retries = 0;        // reads retried after an error
+  uint64_t urgent_reads = 0;   // reads started by Prioritize
 };
 
 class FetchQueue {
@@ -59,6 +71,11 @@ class FetchQueue {
   // Queues a request for block `addr`; never blocks on I/O.
   // REQUIRES: addr.disk < store->nr_disks() and the block lies inside the disk.
   void Submit(uint64_t tag, BlockAddr addr);
+
+  // Moves block `addr` to the front: if it is pending (no read covers it
+  // yet) a short read of it starts now. Returns false if no request for the
+  // block is waiting for a read (delivered, unknown, or already being read).
+  bool Prioritize(BlockAddr addr);
 
   // Delivers every request completed so far; returns how many. Throws
   // Error(kIo) if a read failed after its retries.

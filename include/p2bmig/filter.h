@@ -54,6 +54,11 @@ struct FilterOptions {
   // Send a page as data, not as a mapping, while it holds a block that was
   // rewritten since the stream began (P2bMap::RemovalReason::kBlockWritten).
   bool data_after_block_rewrite = true;
+  // Offer lazy restore (P2B_LAZY_RESUME): the target may resume the guest
+  // before every mapped page is fetched. The caller must then keep the
+  // paused guest and serve page requests until the target reports that
+  // every page is present. Needs a back channel (`credits`).
+  bool lazy_resume = false;
 };
 
 // The target's report of how many of the mappings sent so far it has

@@ -112,6 +112,9 @@ void Filter::WriteHeaders(const ImageHeader& image, const DomainHeader& domain) 
         std::min<uint64_t>(impl_->options.max_unfetched_mappings, UINT32_MAX));
     std::memcpy(ask.body.data(), &limit, sizeof(limit));
     impl_->out->WriteRecord(ask);
+    if (impl_->options.lazy_resume) {
+      impl_->out->WriteRecord(Record{rec::kP2bLazyResume, std::vector<uint8_t>(8, 0)});
+    }
   }
 }
 

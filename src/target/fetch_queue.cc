@@ -45,6 +45,7 @@ struct Read {
   uint64_t count = 0;
   std::unique_ptr<uint8_t[]> buf;
   int attempts = 0;
+  bool urgent = false;       // started by Prioritize
   std::exception_ptr error;  // of the last attempt
   size_t bytes() const { return static_cast<size_t>(count) * kPageSize; }
 };
@@ -73,6 +74,8 @@ struct FetchQueue::Impl {
 
   std::vector<std::map<uint64_t, Block>> disks;      // undelivered blocks by disk
   std::deque<std::pair<uint64_t, BlockAddr>> order;  // pending blocks, oldest first
+  std::deque<BlockAddr> urgent;                      // prioritized, waiting for a slot
+  size_t urgent_inflight = 0;
   uint64_t next_seq = 0;
   size_t undelivered = 0;  // requests
   std::vector<std::unique_ptr<Read>> inflight;
@@ -103,8 +106,9 @@ struct FetchQueue::Impl {
   // How many blocks the next read may span given the in-flight limits; 0
   // if it has to wait. A read always fits when none is in flight.
   uint64_t RunLimit() const {
-    if (inflight.empty()) return max_run_blocks;
-    if (inflight.size() >= options.max_inflight_reads) return 0;
+    const size_t normal = inflight.size() - urgent_inflight;
+    if (normal == 0) return max_run_blocks;
+    if (normal >= options.max_inflight_reads) return 0;
     if (inflight_bytes >= options.max_inflight_bytes) return 0;
     return std::min<uint64_t>(max_run_blocks,
                               (options.max_inflight_bytes - inflight_bytes) / kPageSize);
@@ -113,6 +117,13 @@ struct FetchQueue::Impl {
   // Starts reads for the oldest pending blocks while capacity allows.
   void Pump() {
     if (failure) return;
+    while (!urgent.empty() && urgent_inflight < options.max_urgent_reads) {
+      BlockAddr addr = urgent.front();
+      urgent.pop_front();
+      auto& blocks = disks[addr.disk];
+      auto it = blocks.find(addr.block);
+      if (it != blocks.end() && it->second.read == nullptr) StartUrgent(blocks, it);
+    }
     while (!order.empty()) {
       auto [seq, addr] = order.front();
       auto& blocks = disks[addr.disk];
@@ -169,6 +180,20 @@ struct FetchQueue::Impl {
     }
   }
 
+  // A short read around a block the guest is waiting for, outside the
+  // in-flight limits of the ordinary reads.
+  void StartUrgent(std::map<uint64_t, Block>& blocks, std::map<uint64_t, Block>::iterator it) {
+    auto read = std::make_unique<Read>();
+    read->disk = static_cast<uint32_t>(&blocks - disks.data());
+    read->urgent = true;
+    Grow(blocks, it,
+         std::max<uint64_t>(1, std::min<uint64_t>(options.urgent_read_blocks, max_run_blocks)),
+         read.get());
+    ++urgent_inflight;
+    stats.urgent_reads++;
+    Issue(std::move(read));
+  }
+
   void Issue(std::unique_ptr<Read> read) {
     // Buffers are reused: a fresh 1 MiB allocation is an mmap, page faults
     // and zeroing for every read, which costs a third of the throughput.
@@ -197,6 +222,7 @@ struct FetchQueue::Impl {
                        r->error = std::move(error);
                        completed.push_back(r);
                        in_store--;
+                       if (options.on_read_done) options.on_read_done();
                        // Under mu, so the destructor cannot run before it returns.
                        cv.notify_all();
                      });
@@ -270,6 +296,7 @@ struct FetchQueue::Impl {
   // Takes a read that left the store out of the in-flight set.
   std::unique_ptr<Read> Retire(Read* r) {
     inflight_bytes -= r->bytes();
+    if (r->urgent) --urgent_inflight;
     auto it = std::find_if(inflight.begin(), inflight.end(),
                            [r](const std::unique_ptr<Read>& p) { return p.get() == r; });
     std::swap(*it, inflight.back());
@@ -318,6 +345,20 @@ void FetchQueue::Submit(uint64_t tag, BlockAddr addr) {
     q.order.push_back({it->second.seq, addr});
     q.Pump();
   }
+}
+
+bool FetchQueue::Prioritize(BlockAddr addr) {
+  Impl& q = *impl_;
+  if (q.failure || addr.disk >= q.disks.size()) return false;
+  auto& blocks = q.disks[addr.disk];
+  auto it = blocks.find(addr.block);
+  if (it == blocks.end() || it->second.read != nullptr) return false;
+  if (q.urgent_inflight >= q.options.max_urgent_reads) {
+    q.urgent.push_back(addr);
+  } else {
+    q.StartUrgent(blocks, it);
+  }
+  return true;
 }
 
 size_t FetchQueue::Poll(const Deliver& deliver) {

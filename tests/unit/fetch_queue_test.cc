@@ -390,3 +390,64 @@ TEST_F(FetchQueueTest, PollDeliversWithoutWaiting) {
 
 }  // namespace
 }  // namespace p2bmig
+
+namespace p2bmig {
+namespace {
+
+// A block the guest waits for jumps the queue: with the one ordinary read
+// slot busy, it is read at once, in a short read, and its data is right.
+TEST_F(FetchQueueTest, PrioritizedBlockIsReadBeforeOlderOnes) {
+  RecordingStore rec(store_.get());
+  rec.set_delay(std::chrono::milliseconds(20));
+  FetchOptions o;
+  o.max_inflight_reads = 1;
+  o.urgent_read_blocks = 4;
+  FetchQueue q(&rec, o);
+  std::map<uint64_t, uint64_t> tags;
+  // Blocks 100 apart: every one is a read of its own.
+  for (uint64_t i = 0; i < 40; ++i) {
+    tags[i] = i * 100;
+    q.Submit(i, {0, i * 100});
+  }
+  EXPECT_TRUE(q.Prioritize({0, 3900}));
+  EXPECT_FALSE(q.Prioritize({0, 3900})) << "already being read";
+  EXPECT_FALSE(q.Prioritize({0, 3901})) << "never asked for";
+  EXPECT_FALSE(q.Prioritize({0, 0})) << "the ordinary read in flight covers it";
+  auto reads = rec.reads();
+  ASSERT_EQ(reads.size(), 2u);
+  EXPECT_EQ(reads[0].first, 0u);     // the oldest block, started by Submit
+  EXPECT_EQ(reads[1].first, 3900u);  // the prioritized one, right after
+  EXPECT_EQ(reads[1].second, 1u);
+  EXPECT_EQ(q.stats().urgent_reads, 1u);
+  DrainAndCheck(q, tags);
+  // It was not read a second time in its place in the queue.
+  size_t reads_of_3900 = 0;
+  for (auto [first, count] : rec.reads()) reads_of_3900 += first <= 3900 && 3900 < first + count;
+  EXPECT_EQ(reads_of_3900, 1u);
+}
+
+// A prioritized read takes pending neighbours along, up to its limit.
+TEST_F(FetchQueueTest, PrioritizedReadTakesPendingNeighbours) {
+  RecordingStore rec(store_.get());
+  FetchOptions o;
+  o.max_inflight_reads = 1;
+  o.urgent_read_blocks = 4;
+  FetchQueue q(&rec, o);
+  std::map<uint64_t, uint64_t> tags;
+  tags[0] = 0;
+  q.Submit(0, {0, 0});  // occupies the ordinary slot
+  for (uint64_t b = 1000; b < 1010; ++b) {
+    tags[b] = b;
+    q.Submit(b, {0, b});
+  }
+  EXPECT_TRUE(q.Prioritize({0, 1001}));
+  auto reads = rec.reads();
+  ASSERT_EQ(reads.size(), 2u);
+  EXPECT_LE(reads[1].first, 1001u);
+  EXPECT_GT(reads[1].first + reads[1].second, 1001u);
+  EXPECT_EQ(reads[1].second, 4u);
+  DrainAndCheck(q, tags);
+}
+
+}  // namespace
+}  // namespace p2bmig
