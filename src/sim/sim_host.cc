@@ -168,8 +168,8 @@ SourceReport SourceHost::Migrate(ByteStream* link,
   // The save loop calls the gate from its own thread, the one that drives
   // the filter: using the filter there is race-free. Lazy mode leaves the
   // fetch work for after the resume: only the filter's window applies.
-  const bool windowed = credits && filter && options_.flow_control &&
-                        fo.max_unfetched_mappings != 0 && !lazy;
+  const bool windowed =
+      credits && filter && options_.flow_control && fo.max_unfetched_mappings != 0 && !lazy;
   auto catch_up = [&] {
     if (!windowed) return;
     uint64_t sent = filter->stats().pages_mapped;
@@ -201,8 +201,7 @@ SourceReport SourceHost::Migrate(ByteStream* link,
     const uint64_t round_pages = pages_in - pages_before_round;
     pages_before_round = pages_in;
     if (!converging && options_.max_unfetched_last_round != 0 &&
-        (round + 1 >= options_.save.max_iterations ||
-         round_pages < fo.max_unfetched_mappings)) {
+        (round + 1 >= options_.save.max_iterations || round_pages < fo.max_unfetched_mappings)) {
       converging = true;
       filter->SetMaxUnfetchedMappings(
           std::min(options_.max_unfetched_last_round, fo.max_unfetched_mappings));
