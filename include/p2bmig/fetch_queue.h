@@ -8,12 +8,20 @@
 //   * coalesces adjacent and near-adjacent blocks (gap <= max_gap_blocks) of a
 //     disk into reads of up to max_read_bytes,
 //   * keeps at most max_inflight_reads reads and max_inflight_bytes in flight,
+//     and holds at most 2 * max_inflight_reads read buffers (reads in flight
+//     plus landed reads not yet delivered), so the memory it uses is bounded
+//     however slowly the caller collects,
 //   * serves requests roughly in submission order (the oldest pending block
-//     starts each read), so what the restore needs first arrives first.
+//     starts each read), so what the restore needs first arrives first,
+//   * starts the next reads from the store's completion callbacks, so the
+//     store stays busy while the caller's thread is busy elsewhere or waits
+//     for a CPU; only delivery needs the caller.
 // Failed reads are retried up to `retries` times, then reported as an error.
 //
-// Thread safety: Submit, Poll, Drain and stats are meant for one thread (the
-// resolver's); reads complete on the BlockStore's threads internally.
+// Thread safety: Submit, Poll, Drain, pending and stats are meant for one
+// thread at a time (the resolver's); `deliver` runs on that thread, inside
+// Poll or Drain, and may call Submit. Internally, reads are also started and
+// completed on the BlockStore's threads.
 
 #ifndef P2BMIG_FETCH_QUEUE_H_
 #define P2BMIG_FETCH_QUEUE_H_

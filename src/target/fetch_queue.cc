@@ -7,9 +7,18 @@
 // (entries that were read in the meantime are skipped lazily). A read starts
 // at that block and grows over pending neighbours closer than the gap bound.
 //
-// Reads complete on the store's threads, which only move the read to a
-// completion list under a mutex; everything else happens on the caller's
-// thread, in Submit, Poll and Drain.
+// Threads. All state is guarded by one mutex. Reads are started by whichever
+// thread makes work or room for them: the caller's in Submit and Poll, and the
+// store's, in the completion callback of a read, which tops the window up from
+// the pending blocks as soon as the read lands. The store therefore never
+// waits for the caller's thread to be scheduled to get its next read (a
+// single-threaded libnfs loop does not either). The store is called outside
+// the mutex, since a store may complete a read on the calling thread. Delivery
+// stays on the caller's thread: Poll and Drain take landed reads in landing
+// order, take their blocks' tags out of the map under the mutex and call
+// `deliver` without it (it may Submit).
+//
+// Pick() is the one place that decides what to read next.
 
 #include <algorithm>
 #include <condition_variable>
@@ -45,7 +54,6 @@ struct Read {
   uint64_t count = 0;
   std::unique_ptr<uint8_t[]> buf;
   int attempts = 0;
-  std::exception_ptr error;  // of the last attempt
   size_t bytes() const { return static_cast<size_t>(count) * kPageSize; }
 };
 
@@ -67,52 +75,65 @@ std::string What(const std::exception_ptr& e) {
 }  // namespace
 
 struct FetchQueue::Impl {
-  BlockStore* store;
+  BlockStore* const store;
   FetchOptions options;
   uint64_t max_run_blocks;
+  // Read buffers held at once (reads in the store plus landed reads not yet
+  // delivered), at most: what the store may run ahead of the caller.
+  size_t max_held_reads;
 
+  std::mutex mu;
+  std::condition_variable cv;  // a read landed, the queue failed, or a callback ended
+
+  // Everything below is guarded by mu.
   std::vector<std::map<uint64_t, Block>> disks;      // undelivered blocks by disk
   std::deque<std::pair<uint64_t, BlockAddr>> order;  // pending blocks, oldest first
   uint64_t next_seq = 0;
-  size_t undelivered = 0;  // requests
-  std::vector<std::unique_ptr<Read>> inflight;
+  size_t undelivered = 0;                             // requests
+  std::vector<std::unique_ptr<Read>> inflight;        // issued, not yet landed (retries included)
+  std::vector<Read*> retry;                           // in `inflight`, to be issued again
+  std::deque<std::unique_ptr<Read>> landed;           // read, not yet delivered; oldest first
+  size_t delivering = 0;                              // reads taken out of `landed`, buffer in use
   std::vector<std::unique_ptr<uint8_t[]>> free_bufs;  // of max_read_bytes each
   size_t inflight_bytes = 0;
+  size_t in_store = 0;  // store calls whose callback has not returned
+  bool stopping = false;
   FetchStats stats;
-  std::exception_ptr failure;  // set once a read failed for good
-
-  // Shared with the store's threads.
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Read*> completed;  // guarded by mu
-  size_t in_store = 0;           // reads issued and not completed; guarded by mu
+  std::string failure;  // why, once a read failed for good; empty until then
 
   Impl(BlockStore* s, FetchOptions o) : store(s), options(o) {
     options.max_read_bytes = std::max(options.max_read_bytes, kPageSize);
     options.max_inflight_reads = std::max<size_t>(options.max_inflight_reads, 1);
     max_run_blocks = options.max_read_bytes / kPageSize;
+    max_held_reads = 2 * options.max_inflight_reads;
     disks.resize(store->nr_disks());
   }
 
   ~Impl() {
-    // Callbacks of reads in flight point into this object.
+    // Callbacks of reads in flight point into this object; no new reads start.
     std::unique_lock<std::mutex> l(mu);
+    stopping = true;
     cv.wait(l, [this] { return in_store == 0; });
   }
 
-  // How many blocks the next read may span given the in-flight limits; 0
-  // if it has to wait. A read always fits when none is in flight.
+  // How many blocks the next read may span given the limits; 0 if it has to
+  // wait. REQUIRES: mu held.
   uint64_t RunLimit() const {
-    if (inflight.empty()) return max_run_blocks;
+    if (inflight.size() + landed.size() + delivering >= max_held_reads) return 0;
+    if (inflight.empty()) return max_run_blocks;  // a read always fits then
     if (inflight.size() >= options.max_inflight_reads) return 0;
     if (inflight_bytes >= options.max_inflight_bytes) return 0;
     return std::min<uint64_t>(max_run_blocks,
                               (options.max_inflight_bytes - inflight_bytes) / kPageSize);
   }
 
-  // Starts reads for the oldest pending blocks while capacity allows.
-  void Pump() {
-    if (failure) return;
+  // Chooses the reads to start now and accounts them as in flight: failed
+  // reads due for another attempt first, then reads for the oldest pending
+  // blocks while the limits allow. REQUIRES: mu held.
+  void Pick(std::vector<Read*>* start) {
+    if (!failure.empty() || stopping) return;
+    for (Read* r : retry) start->push_back(r);
+    retry.clear();
     while (!order.empty()) {
       auto [seq, addr] = order.front();
       auto& blocks = disks[addr.disk];
@@ -122,13 +143,25 @@ struct FetchQueue::Impl {
         continue;
       }
       uint64_t limit = RunLimit();
-      if (limit == 0) return;
+      if (limit == 0) break;
       order.pop_front();
       auto read = std::make_unique<Read>();
       read->disk = addr.disk;
       Grow(blocks, it, limit, read.get());
-      Issue(std::move(read));
+      // Buffers are reused: a fresh 1 MiB allocation is an mmap, page faults
+      // and zeroing for every read, which costs a third of the throughput.
+      if (!free_bufs.empty()) {
+        read->buf = std::move(free_bufs.back());
+        free_bufs.pop_back();
+      } else {
+        read->buf.reset(new uint8_t[options.max_read_bytes]);
+      }
+      inflight_bytes += read->bytes();
+      start->push_back(read.get());
+      inflight.push_back(std::move(read));
     }
+    stats.reads += start->size();
+    in_store += start->size();
   }
 
   // Grows a read around the pending block `start` over pending blocks at
@@ -138,7 +171,7 @@ struct FetchQueue::Impl {
   // A cluster of near-adjacent pending blocks is cut into reads of `limit`
   // blocks counted from where the cluster starts (looked for up to a few reads
   // back), not from `start`: a run submitted in shuffled order is then read
-  // in as few reads as if it had come in order.
+  // in as few reads as if it had come in order. REQUIRES: mu held.
   void Grow(std::map<uint64_t, Block>& blocks, std::map<uint64_t, Block>::iterator start,
             uint64_t limit, Read* read) {
     const uint64_t gap = options.max_gap_blocks;
@@ -169,84 +202,97 @@ struct FetchQueue::Impl {
     }
   }
 
-  void Issue(std::unique_ptr<Read> read) {
-    // Buffers are reused: a fresh 1 MiB allocation is an mmap, page faults
-    // and zeroing for every read, which costs a third of the throughput.
-    if (!free_bufs.empty()) {
-      read->buf = std::move(free_bufs.back());
-      free_bufs.pop_back();
-    } else {
-      read->buf.reset(new uint8_t[options.max_read_bytes]);
+  // Starts every read there is work and room for. Any thread; not under mu.
+  void Pump() {
+    // A store that completes a read inside ReadAsync calls back into this
+    // function on the same thread: the outer call picks up whatever the
+    // nested one would have started, so nesting stays one level deep.
+    thread_local const Impl* pumping = nullptr;
+    if (pumping == this) return;
+    const Impl* outer = pumping;
+    pumping = this;
+    std::vector<Read*> start;
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> l(mu);
+        Pick(&start);
+      }
+      if (start.empty()) break;
+      for (Read* r : start) StartRead(r);
+      start.clear();
     }
-    Read* r = read.get();
-    inflight.push_back(std::move(read));
-    inflight_bytes += r->bytes();
-    StartRead(r);
+    pumping = outer;
   }
 
+  // REQUIRES: r was picked (counted in in_store); mu not held.
   void StartRead(Read* r) {
-    stats.reads++;
-    {
-      std::lock_guard<std::mutex> l(mu);
-      in_store++;
-    }
-    // Not under mu: a store may call back on this thread.
     store->ReadAsync(r->disk, r->first * kPageSize, r->bytes(), r->buf.get(),
-                     [this, r](std::exception_ptr error) {
-                       std::lock_guard<std::mutex> l(mu);
-                       r->error = std::move(error);
-                       completed.push_back(r);
-                       in_store--;
-                       // Under mu, so the destructor cannot run before it returns.
-                       cv.notify_all();
-                     });
+                     [this, r](std::exception_ptr error) { OnRead(r, std::move(error)); });
   }
 
-  // Handles completed reads: retries or records failures, starts the next
-  // reads, then delivers. Starting reads before delivering keeps the store
-  // busy while this thread copies blocks out, which matters when the thread
-  // has to share a CPU (landed reads give their buffers back only after
-  // delivery, so a few more buffers may be in use for a moment). Returns how
-  // many requests were delivered.
-  size_t Collect(const Deliver& deliver) {
-    std::vector<Read*> done;
+  // The completion callback, on a store thread (or inside ReadAsync).
+  void OnRead(Read* r, std::exception_ptr error) {
+    std::string why;
+    if (error) why = What(error);  // the error stays on this thread
     {
       std::lock_guard<std::mutex> l(mu);
-      done.swap(completed);
-    }
-    std::vector<std::unique_ptr<Read>> landed;
-    for (Read* r : done) {
-      if (r->error) {
-        if (!failure && r->attempts < options.retries) {
-          r->attempts++;
-          stats.retries++;
-          StartRead(r);
-          continue;
-        }
-        if (!failure) {
-          failure = std::make_exception_ptr(
-              Error(ErrorKind::kIo, "fetch of " + Describe(*r) + " from " + store->Describe() +
-                                        " failed after " + std::to_string(r->attempts + 1) +
-                                        " attempts: " + What(r->error)));
+      if (!error) {
+        stats.bytes_read += r->bytes();
+        landed.push_back(Retire(r));
+      } else if (failure.empty() && !stopping && r->attempts < options.retries) {
+        r->attempts++;
+        stats.retries++;
+        retry.push_back(r);
+      } else {
+        if (failure.empty()) {
+          failure = "fetch of " + Describe(*r) + " from " + store->Describe() + " failed after " +
+                    std::to_string(r->attempts + 1) + " attempts: " + why;
         }
         Recycle(Retire(r));
-        continue;
       }
-      stats.bytes_read += r->bytes();
-      landed.push_back(Retire(r));
     }
+    // The next reads start here, not on the caller's thread.
     Pump();
-    size_t delivered = 0;
-    for (auto& r : landed) {
-      if (!failure) delivered += DeliverRead(*r, deliver);
-      Recycle(std::move(r));
-    }
-    return delivered;
+    std::lock_guard<std::mutex> l(mu);
+    in_store--;
+    // Under mu, so the destructor cannot run before this returns.
+    cv.notify_all();
   }
 
-  size_t DeliverRead(const Read& r, const Deliver& deliver) {
-    auto& blocks = disks[r.disk];
+  // Delivers landed reads in landing order until none is left; returns how
+  // many requests were delivered. Caller's thread; mu not held.
+  size_t Collect(const Deliver& deliver) {
     size_t n = 0;
+    std::unique_ptr<Read> r;
+    std::vector<std::pair<uint64_t, const uint8_t*>> out;  // reused across reads
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> l(mu);
+        if (r) {
+          delivering--;
+          Recycle(std::move(r));
+        }
+        if (!failure.empty() || landed.empty()) break;
+        r = std::move(landed.front());
+        landed.pop_front();
+        delivering++;
+        TakeTags(*r, &out);
+      }
+      Pump();  // the delivered read's buffer slot may be the one the store waits for
+      n += out.size();
+      for (auto& [tag, data] : out) deliver(tag, data);
+      out.clear();
+    }
+    Pump();
+    return n;
+  }
+
+  // Takes the blocks of a landed read out of the map and lists their
+  // requests with their data in `r.buf`. Taken out before delivery, so a
+  // request submitted from inside `deliver` gets a fresh entry rather than
+  // joining this delivered one. REQUIRES: mu held.
+  void TakeTags(const Read& r, std::vector<std::pair<uint64_t, const uint8_t*>>* out) {
+    auto& blocks = disks[r.disk];
     auto it = blocks.lower_bound(r.first);
     while (it != blocks.end() && it->first < r.first + r.count) {
       if (it->second.read != &r) {
@@ -254,20 +300,15 @@ struct FetchQueue::Impl {
         continue;
       }
       const uint8_t* data = r.buf.get() + (it->first - r.first) * kPageSize;
-      // Taken out first, so a request submitted from inside `deliver` gets a
-      // fresh entry rather than joining this delivered one.
-      uint64_t tag = it->second.tag;
-      std::vector<uint64_t> more = std::move(it->second.more_tags);
+      out->push_back({it->second.tag, data});
+      for (uint64_t t : it->second.more_tags) out->push_back({t, data});
+      undelivered -= 1 + it->second.more_tags.size();
       it = blocks.erase(it);
-      undelivered -= 1 + more.size();
-      n += 1 + more.size();
-      deliver(tag, data);
-      for (uint64_t t : more) deliver(t, data);
     }
-    return n;
   }
 
   // Takes a read that left the store out of the in-flight set.
+  // REQUIRES: mu held.
   std::unique_ptr<Read> Retire(Read* r) {
     inflight_bytes -= r->bytes();
     auto it = std::find_if(inflight.begin(), inflight.end(),
@@ -278,16 +319,25 @@ struct FetchQueue::Impl {
     return read;
   }
 
-  void Recycle(std::unique_ptr<Read> r) { free_bufs.push_back(std::move(r->buf)); }
+  // REQUIRES: mu held.
+  void Recycle(std::unique_ptr<Read> r) {
+    if (free_bufs.size() < max_held_reads) free_bufs.push_back(std::move(r->buf));
+  }
 
-  // After a failure: waits for every read still in the store, then throws.
+  // After a failure: waits for every callback still running, then throws.
   [[noreturn]] void Fail() {
+    std::string why;
     {
       std::unique_lock<std::mutex> l(mu);
       cv.wait(l, [this] { return in_store == 0; });
+      why = failure;
     }
-    Collect([](uint64_t, const uint8_t*) {});
-    std::rethrow_exception(failure);
+    throw Error(ErrorKind::kIo, why);
+  }
+
+  bool Failed() {
+    std::lock_guard<std::mutex> l(mu);
+    return !failure.empty();
   }
 };
 
@@ -298,34 +348,37 @@ FetchQueue::~FetchQueue() = default;
 
 void FetchQueue::Submit(uint64_t tag, BlockAddr addr) {
   Impl& q = *impl_;
-  q.stats.requests++;
-  q.undelivered++;
-  if (addr.disk >= q.disks.size()) {
-    // Outside the contract; fail the queue rather than index out of range.
-    if (!q.failure) {
-      q.failure = std::make_exception_ptr(
-          Error(ErrorKind::kIo, "fetch of disk " + std::to_string(addr.disk) + " from " +
-                                    q.store->Describe() + ": no such disk"));
+  {
+    std::lock_guard<std::mutex> l(q.mu);
+    q.stats.requests++;
+    q.undelivered++;
+    if (addr.disk >= q.disks.size()) {
+      // Outside the contract; fail the queue rather than index out of range.
+      if (q.failure.empty()) {
+        q.failure = "fetch of disk " + std::to_string(addr.disk) + " from " + q.store->Describe() +
+                    ": no such disk";
+      }
+      return;
     }
-    return;
-  }
-  auto [it, inserted] = q.disks[addr.disk].try_emplace(addr.block);
-  if (!inserted) {
-    it->second.more_tags.push_back(tag);
-  } else {
+    auto [it, inserted] = q.disks[addr.disk].try_emplace(addr.block);
+    if (!inserted) {
+      it->second.more_tags.push_back(tag);
+      return;
+    }
     it->second.tag = tag;
     it->second.seq = q.next_seq++;
     q.order.push_back({it->second.seq, addr});
-    q.Pump();
+    // With the window full, the next completion starts this block's read.
+    if (q.RunLimit() == 0) return;
   }
+  q.Pump();
 }
 
 size_t FetchQueue::Poll(const Deliver& deliver) {
   Impl& q = *impl_;
-  if (q.failure) q.Fail();
+  if (q.Failed()) q.Fail();
   size_t n = q.Collect(deliver);
-  if (q.failure) q.Fail();
-  q.Pump();
+  if (q.Failed()) q.Fail();
   return n;
 }
 
@@ -333,14 +386,20 @@ void FetchQueue::Drain(const Deliver& deliver) {
   Impl& q = *impl_;
   for (;;) {
     Poll(deliver);
-    if (q.undelivered == 0) return;
     std::unique_lock<std::mutex> l(q.mu);
-    q.cv.wait(l, [&q] { return !q.completed.empty(); });
+    if (q.undelivered == 0) return;
+    q.cv.wait(l, [&q] { return !q.landed.empty() || !q.failure.empty(); });
   }
 }
 
-size_t FetchQueue::pending() const { return impl_->undelivered; }
+size_t FetchQueue::pending() const {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  return impl_->undelivered;
+}
 
-FetchStats FetchQueue::stats() const { return impl_->stats; }
+FetchStats FetchQueue::stats() const {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  return impl_->stats;
+}
 
 }  // namespace p2bmig
