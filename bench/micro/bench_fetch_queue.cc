@@ -46,6 +46,7 @@
 #include <fcntl.h>
 #include <nfsc/libnfs.h>
 #include <poll.h>
+#include <sys/resource.h>
 
 #include <p2bmig/block_store.h>
 #include <p2bmig/fetch_queue.h>
@@ -210,16 +211,41 @@ double StoreRun(BlockStore* store, const std::vector<uint64_t>& offsets, size_t 
   return Seconds(t0);
 }
 
+// CPU time (user + system) of this process, all threads: the client's
+// cost, which on a small machine competes with the server for the CPUs.
+double CpuSeconds() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// Runs `run` (which returns its wall-clock seconds), appends those to
+// `secs` and the process's CPU seconds over the same run to `cpu`.
+template <typename F>
+double Timed(std::vector<double>* secs, std::vector<double>* cpu, F run) {
+  double c0 = CpuSeconds();
+  double s = run();
+  cpu->push_back(CpuSeconds() - c0);
+  secs->push_back(s);
+  return s;
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
 
-void Print(const char* name, size_t bytes, const std::vector<double>& secs, double ratio_to,
-           const FetchStats* stats) {
+void Print(const char* name, size_t bytes, const std::vector<double>& secs,
+           const std::vector<double>& cpu, double ratio_to, const FetchStats* stats) {
   double mbs = bytes / Median(secs) / 1e6;
-  std::printf("{\"bench\":\"%s\",\"bytes\":%zu,\"seconds\":%.4f,\"mb_per_s\":%.1f", name, bytes,
-              Median(secs), mbs);
+  // cpu_per_gb: client CPU seconds per GB of blocks asked for (median);
+  // cpu_share: CPU seconds over wall-clock seconds (threads busy at once).
+  std::vector<double> share;
+  for (size_t i = 0; i < secs.size(); i++) share.push_back(cpu[i] / secs[i]);
+  std::printf(
+      "{\"bench\":\"%s\",\"bytes\":%zu,\"seconds\":%.4f,\"mb_per_s\":%.1f,"
+      "\"cpu_per_gb\":%.3f,\"cpu_share\":%.2f",
+      name, bytes, Median(secs), mbs, Median(cpu) / (bytes / 1e9), Median(share));
   if (ratio_to > 0) std::printf(",\"ratio_to_raw\":%.3f", mbs / ratio_to);
   if (stats != nullptr) {
     std::printf(",\"reads\":%llu,\"bytes_read\":%llu",
@@ -307,33 +333,39 @@ int Main(int argc, char** argv) {
   // repetition before the median: load from other processes changes slowly
   // compared with one pair, so it largely cancels out of the ratio.
   std::vector<double> pair_rand, pair_runs, pair_store, pair_store_thread, t_store_thread;
+  std::vector<double> c_rand, c_fq_rand, c_seq, c_fq_runs, c_store_seq, c_store_thread, c_fq_rand0;
   for (int r = 0; r < reps; r++) {
-    t_rand.push_back(raw.Run(random_offsets, kPageSize, rand_qd));
-    t_fq_rand.push_back(FetchAll(store.get(), options, random_blocks, &s_rand));
+    Timed(&t_rand, &c_rand, [&] { return raw.Run(random_offsets, kPageSize, rand_qd); });
+    Timed(&t_fq_rand, &c_fq_rand,
+          [&] { return FetchAll(store.get(), options, random_blocks, &s_rand); });
     pair_rand.push_back(t_rand.back() / t_fq_rand.back());
-    t_seq.push_back(raw.Run(seq_offsets, 1u << 20, seq_qd));
-    t_fq_runs.push_back(FetchAll(store.get(), options, run_blocks, &s_runs));
+    Timed(&t_seq, &c_seq, [&] { return raw.Run(seq_offsets, 1u << 20, seq_qd); });
+    Timed(&t_fq_runs, &c_fq_runs,
+          [&] { return FetchAll(store.get(), options, run_blocks, &s_runs); });
     // Per byte: the run list covers about half the image.
     pair_runs.push_back((t_seq.back() / seq_offsets.size() / (1u << 20)) /
                         (t_fq_runs.back() / run_blocks.size() / kPageSize));
-    t_store_seq.push_back(StoreRunChained(store.get(), seq_offsets, 1u << 20, seq_qd));
+    Timed(&t_store_seq, &c_store_seq,
+          [&] { return StoreRunChained(store.get(), seq_offsets, 1u << 20, seq_qd); });
     pair_store.push_back(t_seq.back() / t_store_seq.back());
-    t_store_thread.push_back(StoreRun(store.get(), seq_offsets, 1u << 20, seq_qd));
+    Timed(&t_store_thread, &c_store_thread,
+          [&] { return StoreRun(store.get(), seq_offsets, 1u << 20, seq_qd); });
     pair_store_thread.push_back(t_seq.back() / t_store_thread.back());
-    t_fq_rand0.push_back(FetchAll(store.get(), nogap, random_blocks, &s_rand0));
+    Timed(&t_fq_rand0, &c_fq_rand0,
+          [&] { return FetchAll(store.get(), nogap, random_blocks, &s_rand0); });
   }
   size_t rand_bytes = random_blocks.size() * kPageSize;
   size_t seq_bytes = seq_offsets.size() << 20;
   size_t runs_bytes = run_blocks.size() * kPageSize;
   double raw_rand = rand_bytes / Median(t_rand) / 1e6;
   double raw_seq = seq_bytes / Median(t_seq) / 1e6;
-  Print("raw_rand_4k", rand_bytes, t_rand, 0, nullptr);
-  Print("raw_seq_1m", seq_bytes, t_seq, 0, nullptr);
-  Print("store_seq_1m", seq_bytes, t_store_seq, raw_seq, nullptr);
-  Print("store_seq_1m_thread", seq_bytes, t_store_thread, raw_seq, nullptr);
-  Print("fq_random", rand_bytes, t_fq_rand, raw_rand, &s_rand);
-  Print("fq_random_gap0", rand_bytes, t_fq_rand0, raw_rand, &s_rand0);
-  Print("fq_runs", runs_bytes, t_fq_runs, raw_seq, &s_runs);
+  Print("raw_rand_4k", rand_bytes, t_rand, c_rand, 0, nullptr);
+  Print("raw_seq_1m", seq_bytes, t_seq, c_seq, 0, nullptr);
+  Print("store_seq_1m", seq_bytes, t_store_seq, c_store_seq, raw_seq, nullptr);
+  Print("store_seq_1m_thread", seq_bytes, t_store_thread, c_store_thread, raw_seq, nullptr);
+  Print("fq_random", rand_bytes, t_fq_rand, c_fq_rand, raw_rand, &s_rand);
+  Print("fq_random_gap0", rand_bytes, t_fq_rand0, c_fq_rand0, raw_rand, &s_rand0);
+  Print("fq_runs", runs_bytes, t_fq_runs, c_fq_runs, raw_seq, &s_runs);
   std::printf(
       "{\"bench\":\"pairs\",\"repetitions\":%d,\"fq_random_to_raw_rand\":%.3f,"
       "\"fq_runs_to_raw_seq\":%.3f,\"store_seq_to_raw_seq\":%.3f,"
