@@ -7,20 +7,31 @@
 // (entries that were read in the meantime are skipped lazily). A read starts
 // at that block and grows over pending neighbours closer than the gap bound.
 //
-// Threads. All state is guarded by one mutex. Reads are started by whichever
-// thread makes work or room for them: the caller's in Submit and Poll, and the
-// store's, in the completion callback of a read, which tops the window up from
-// the pending blocks as soon as the read lands. The store therefore never
-// waits for the caller's thread to be scheduled to get its next read (a
-// single-threaded libnfs loop does not either). The store is called outside
-// the mutex, since a store may complete a read on the calling thread. Delivery
-// stays on the caller's thread: Poll and Drain take landed reads in landing
-// order, take their blocks' tags out of the map under the mutex and call
-// `deliver` without it (it may Submit).
+// Threads. The queue's state is guarded by one mutex (mu). Reads are started
+// by whichever thread makes work or room for them: the caller's in Submit and
+// Poll, and the store's, in the completion callback of a read, which tops the
+// window up from the pending blocks as soon as the read lands. The store
+// therefore never waits for the caller's thread to be scheduled to get its
+// next read (a single-threaded libnfs loop does not either).
+//
+// A completion callback never blocks on mu: it appends the read to a short
+// list under a second mutex (done_mu, held only for a push or a swap), raises
+// `work` and takes mu only if it is free (Kick). If it is not, the thread
+// holding mu is running, and it runs Kick itself right after it lets go, so
+// the landed read is processed and the next reads start without waiting for
+// a thread to be woken. (A callback blocked on mu while the caller takes a
+// landed read's blocks out of the map would stall the store's event loop, and
+// under load a blocked thread waits for a CPU too.)
+//
+// The store is called outside the mutexes, since a store may complete a read
+// on the calling thread. Delivery stays on the caller's thread: Poll and Drain
+// take landed reads in landing order, take their blocks' tags out of the map
+// under mu and call `deliver` without it (it may Submit).
 //
 // Pick() is the one place that decides what to read next.
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -82,9 +93,20 @@ struct FetchQueue::Impl {
   // delivered), at most: what the store may run ahead of the caller.
   size_t max_held_reads;
 
-  std::mutex mu;
-  std::condition_variable cv;  // a read landed, the queue failed, or a callback ended
+  // Reads handed back by the store, not yet processed under mu.
+  struct Done {
+    Read* read;
+    bool failed;
+    std::string why;
+  };
+  std::mutex done_mu;             // never held while taking mu
+  std::condition_variable cv;     // a callback ended; with done_mu
+  std::vector<Done> completed;    // guarded by done_mu
+  size_t in_store = 0;            // store calls whose callback has not ended; guarded by done_mu
+  uint64_t callbacks_ended = 0;   // guarded by done_mu
+  std::atomic<bool> work{false};  // `completed` may hold reads
 
+  std::mutex mu;
   // Everything below is guarded by mu.
   std::vector<std::map<uint64_t, Block>> disks;      // undelivered blocks by disk
   std::deque<std::pair<uint64_t, BlockAddr>> order;  // pending blocks, oldest first
@@ -96,7 +118,6 @@ struct FetchQueue::Impl {
   size_t delivering = 0;                              // reads taken out of `landed`, buffer in use
   std::vector<std::unique_ptr<uint8_t[]>> free_bufs;  // of max_read_bytes each
   size_t inflight_bytes = 0;
-  size_t in_store = 0;  // store calls whose callback has not returned
   bool stopping = false;
   FetchStats stats;
   std::string failure;  // why, once a read failed for good; empty until then
@@ -110,9 +131,16 @@ struct FetchQueue::Impl {
   }
 
   ~Impl() {
-    // Callbacks of reads in flight point into this object; no new reads start.
-    std::unique_lock<std::mutex> l(mu);
-    stopping = true;
+    {
+      std::lock_guard<std::mutex> l(mu);
+      stopping = true;  // no new reads start
+    }
+    // Callbacks of reads in flight point into this object.
+    WaitForStore();
+  }
+
+  void WaitForStore() {
+    std::unique_lock<std::mutex> l(done_mu);
     cv.wait(l, [this] { return in_store == 0; });
   }
 
@@ -161,6 +189,7 @@ struct FetchQueue::Impl {
       inflight.push_back(std::move(read));
     }
     stats.reads += start->size();
+    std::lock_guard<std::mutex> l(done_mu);
     in_store += start->size();
   }
 
@@ -202,41 +231,18 @@ struct FetchQueue::Impl {
     }
   }
 
-  // Starts every read there is work and room for. Any thread; not under mu.
-  void Pump() {
-    // A store that completes a read inside ReadAsync calls back into this
-    // function on the same thread: the outer call picks up whatever the
-    // nested one would have started, so nesting stays one level deep.
-    thread_local const Impl* pumping = nullptr;
-    if (pumping == this) return;
-    const Impl* outer = pumping;
-    pumping = this;
-    std::vector<Read*> start;
-    for (;;) {
-      {
-        std::lock_guard<std::mutex> l(mu);
-        Pick(&start);
-      }
-      if (start.empty()) break;
-      for (Read* r : start) StartRead(r);
-      start.clear();
-    }
-    pumping = outer;
-  }
-
-  // REQUIRES: r was picked (counted in in_store); mu not held.
-  void StartRead(Read* r) {
-    store->ReadAsync(r->disk, r->first * kPageSize, r->bytes(), r->buf.get(),
-                     [this, r](std::exception_ptr error) { OnRead(r, std::move(error)); });
-  }
-
-  // The completion callback, on a store thread (or inside ReadAsync).
-  void OnRead(Read* r, std::exception_ptr error) {
-    std::string why;
-    if (error) why = What(error);  // the error stays on this thread
+  // Processes the reads the store handed back: landed ones join `landed`,
+  // failed ones are queued for another attempt or fail the queue.
+  // REQUIRES: mu held.
+  void TakeCompleted() {
+    std::vector<Done> done;
     {
-      std::lock_guard<std::mutex> l(mu);
-      if (!error) {
+      std::lock_guard<std::mutex> l(done_mu);
+      done.swap(completed);
+    }
+    for (Done& d : done) {
+      Read* r = d.read;
+      if (!d.failed) {
         stats.bytes_read += r->bytes();
         landed.push_back(Retire(r));
       } else if (failure.empty() && !stopping && r->attempts < options.retries) {
@@ -246,16 +252,64 @@ struct FetchQueue::Impl {
       } else {
         if (failure.empty()) {
           failure = "fetch of " + Describe(*r) + " from " + store->Describe() + " failed after " +
-                    std::to_string(r->attempts + 1) + " attempts: " + why;
+                    std::to_string(r->attempts + 1) + " attempts: " + d.why;
         }
         Recycle(Retire(r));
       }
     }
-    // The next reads start here, not on the caller's thread.
-    Pump();
-    std::lock_guard<std::mutex> l(mu);
+  }
+
+  // Starts the reads Pick chose, then processes what the store handed back
+  // meanwhile. Any thread; mu not held.
+  void Start(std::vector<Read*>* start) {
+    for (Read* r : *start) Issue(r);
+    start->clear();
+    Kick();
+  }
+
+  // REQUIRES: r was picked (counted in in_store); no mutex held.
+  void Issue(Read* r) {
+    store->ReadAsync(r->disk, r->first * kPageSize, r->bytes(), r->buf.get(),
+                     [this, r](std::exception_ptr error) { OnRead(r, std::move(error)); });
+  }
+
+  // Processes completed reads and starts the next ones, unless another
+  // thread holds mu: that thread runs Kick after it lets go. Any thread; mu
+  // not held.
+  void Kick() {
+    // A store that completes a read inside ReadAsync calls back into Kick on
+    // the same thread: the outer call's loop picks that read up, so nesting
+    // stays one level deep.
+    thread_local const Impl* kicking = nullptr;
+    if (kicking == this) return;
+    const Impl* outer = kicking;
+    kicking = this;
+    std::vector<Read*> start;
+    while (work.load()) {
+      if (!mu.try_lock()) break;
+      work.store(false);
+      TakeCompleted();
+      Pick(&start);
+      mu.unlock();
+      for (Read* r : start) Issue(r);
+      start.clear();
+    }
+    kicking = outer;
+  }
+
+  // The completion callback, on a store thread (or inside ReadAsync).
+  void OnRead(Read* r, std::exception_ptr error) {
+    Done d{r, error != nullptr, error ? What(error) : std::string()};  // the error stays here
+    {
+      std::lock_guard<std::mutex> l(done_mu);
+      completed.push_back(std::move(d));
+    }
+    work.store(true);
+    Kick();  // the next reads start here, not on the caller's thread
+    std::lock_guard<std::mutex> l(done_mu);
     in_store--;
-    // Under mu, so the destructor cannot run before this returns.
+    callbacks_ended++;
+    // Under done_mu, so the destructor cannot run before this returns.
     cv.notify_all();
   }
 
@@ -265,25 +319,37 @@ struct FetchQueue::Impl {
     size_t n = 0;
     std::unique_ptr<Read> r;
     std::vector<std::pair<uint64_t, const uint8_t*>> out;  // reused across reads
+    std::vector<Read*> start;
     for (;;) {
+      bool more;
       {
         std::lock_guard<std::mutex> l(mu);
+        TakeCompleted();
         if (r) {
           delivering--;
           Recycle(std::move(r));
         }
-        if (!failure.empty() || landed.empty()) break;
-        r = std::move(landed.front());
-        landed.pop_front();
-        delivering++;
-        TakeTags(*r, &out);
+        more = failure.empty() && !landed.empty();
+        if (more) {
+          r = std::move(landed.front());
+          landed.pop_front();
+          delivering++;
+          TakeTags(*r, &out);
+        }
+        // The delivered read's buffer slot may be the one the store waits for.
+        Pick(&start);
       }
-      Pump();  // the delivered read's buffer slot may be the one the store waits for
+      Start(&start);
+      if (!more) {
+        // Start may have processed reads that landed meanwhile.
+        std::lock_guard<std::mutex> l(mu);
+        if (!failure.empty() || landed.empty()) break;
+        continue;
+      }
       n += out.size();
       for (auto& [tag, data] : out) deliver(tag, data);
       out.clear();
     }
-    Pump();
     return n;
   }
 
@@ -326,10 +392,10 @@ struct FetchQueue::Impl {
 
   // After a failure: waits for every callback still running, then throws.
   [[noreturn]] void Fail() {
+    WaitForStore();
     std::string why;
     {
-      std::unique_lock<std::mutex> l(mu);
-      cv.wait(l, [this] { return in_store == 0; });
+      std::lock_guard<std::mutex> l(mu);
       why = failure;
     }
     throw Error(ErrorKind::kIo, why);
@@ -348,6 +414,7 @@ FetchQueue::~FetchQueue() = default;
 
 void FetchQueue::Submit(uint64_t tag, BlockAddr addr) {
   Impl& q = *impl_;
+  std::vector<Read*> start;
   {
     std::lock_guard<std::mutex> l(q.mu);
     q.stats.requests++;
@@ -370,8 +437,9 @@ void FetchQueue::Submit(uint64_t tag, BlockAddr addr) {
     q.order.push_back({it->second.seq, addr});
     // With the window full, the next completion starts this block's read.
     if (q.RunLimit() == 0) return;
+    q.Pick(&start);
   }
-  q.Pump();
+  q.Start(&start);
 }
 
 size_t FetchQueue::Poll(const Deliver& deliver) {
@@ -385,10 +453,19 @@ size_t FetchQueue::Poll(const Deliver& deliver) {
 void FetchQueue::Drain(const Deliver& deliver) {
   Impl& q = *impl_;
   for (;;) {
+    uint64_t seen;
+    {
+      std::lock_guard<std::mutex> l(q.done_mu);
+      seen = q.callbacks_ended;
+    }
     Poll(deliver);
-    std::unique_lock<std::mutex> l(q.mu);
-    if (q.undelivered == 0) return;
-    q.cv.wait(l, [&q] { return !q.landed.empty() || !q.failure.empty(); });
+    {
+      std::lock_guard<std::mutex> l(q.mu);
+      if (q.undelivered == 0) return;
+    }
+    // Whatever lands (or fails) from now on ends a callback.
+    std::unique_lock<std::mutex> l(q.done_mu);
+    q.cv.wait(l, [&q, seen] { return q.callbacks_ended != seen; });
   }
 }
 
