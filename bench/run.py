@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""The migration benchmark: stock pre-copy vs p2bmig, side by side, between
-hosts on shaped links.
+"""The migration benchmark: stock pre-copy vs p2bmig (paper and lazy mode),
+side by side, between hosts on shaped links.
 
 Source, target and NAS are network namespaces (bench/netns.sh) joined by veth
 links shaped with tc; the NAS runs nfs-ganesha (scripts/nfs-server.sh with
@@ -35,6 +35,7 @@ import re
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -137,13 +138,39 @@ def restore_image(pristine, image, chunk=4 << 20):
     return changed
 
 
-def differing_pages(path_a, path_b, chunk=4 << 20):
-    """Pages that differ between two memory files (all, if sizes differ)."""
+def load_guest_writes(path):
+    """A lazy-restore target's log of its resumed guest's writes (p2bmig
+    receive writes it next to the memory file): {pfn: [(offset, value)]}, in
+    order. Entries: 24 bytes, little-endian {pfn u64, offset u32, reserved
+    u32, value u64}."""
+    writes = {}
+    with open(path, "rb") as f:
+        data = f.read()
+    for off in range(0, len(data) - len(data) % 24, 24):
+        pfn, offset, _, value = struct.unpack_from("<QIIQ", data, off)
+        writes.setdefault(pfn, []).append((offset, value))
+    return writes
+
+
+def apply_guest_writes(buf, n, first_pfn, writes):
+    """XORs each logged write into the pages of `buf` (as the guest's
+    read-modify-writes did on the target)."""
+    for pfn in range(first_pfn, first_pfn + n // PAGE):
+        for offset, value in writes.get(pfn, ()):
+            at = (pfn - first_pfn) * PAGE + offset
+            word = struct.unpack_from("<Q", buf, at)[0] ^ value
+            struct.pack_into("<Q", buf, at, word)
+
+
+def differing_pages(path_a, path_b, chunk=4 << 20, writes=None):
+    """Pages that differ between two memory files (all, if sizes differ).
+    With `writes` (lazy restore), they are applied to a's pages first."""
     sa, sb = os.path.getsize(path_a), os.path.getsize(path_b)
     if sa != sb:
         return max(sa, sb) // PAGE
     diff = 0
     a, b = bytearray(chunk), bytearray(chunk)
+    pos = 0
     with open(path_a, "rb", buffering=0) as fa, open(path_b, "rb", buffering=0) as fb:
         while True:
             n, m = fa.readinto(a), fb.readinto(b)
@@ -151,6 +178,9 @@ def differing_pages(path_a, path_b, chunk=4 << 20):
                 break
             if n != m:
                 return max(sa, sb) // PAGE
+            if writes:
+                apply_guest_writes(a, n, pos // PAGE, writes)
+            pos += n
             if (a == b) if n == chunk else (a[:n] == b[:n]):
                 continue
             for off in range(0, n, PAGE):
@@ -250,12 +280,31 @@ class Bench:
                                f"{target.returncode}: {t_err.strip()[-500:]}")
         s = json.loads([l for l in source.stdout.splitlines() if l.startswith("{")][-1])
         t = json.loads([l for l in t_out.splitlines() if l.startswith("{")][-1])
-        diff = differing_pages(src_mem, dst_mem)
-        for f in (src_mem, dst_mem):
-            os.unlink(f)
+        # Lazy restore: the target's guest ran and wrote its memory; the check
+        # replays its logged writes onto the source's memory at the pause.
+        lazy = t.get("lazy", False)
+        writes_log = dst_mem + ".guest-writes"
+        writes = load_guest_writes(writes_log) if lazy else None
+        diff = differing_pages(src_mem, dst_mem, writes=writes)
+        for f in (src_mem, dst_mem, writes_log):
+            if os.path.exists(f):
+                os.unlink(f)
         lb = link.lower_bound(s["memory_bytes"], s["page_cache_bytes"], s["zero_bytes"])
+        # Complete: the guest resumed with all of its memory (paper mode), or
+        # every page is present (lazy).
+        complete_ns = t["all_present_ns"] if lazy else t["resume_ns"]
+        extra = {}
+        if lazy:
+            extra = {k: t[k] for k in (
+                "time_to_all_present_s", "missing_at_resume", "faults", "fault_latency_ms_p50",
+                "fault_latency_ms_p99", "pages_from_source", "memory_ops_per_s_during",
+                "memory_ops_per_s_after") if k in t}
         return {
-            "total_time_s": (t["resume_ns"] - s["start_ns"]) / 1e9,
+            **extra,
+            "lazy": lazy,
+            "resume_s": (t["resume_ns"] - s["start_ns"]) / 1e9,
+            "memory_ops_per_s_before": s.get("memory_ops_per_s", 0),
+            "total_time_s": (complete_ns - s["start_ns"]) / 1e9,
             "downtime_s": (t["resume_ns"] - s["pause_ns"]) / 1e9,
             "link_bytes": s["link_bytes"],
             "nas_bytes": t["nas_bytes"],
@@ -271,6 +320,17 @@ class Bench:
             "pages_resent": s.get("pages_resent", 0),
             "rounds": s["rounds"],
             "round_pages": s["round_pages"],
+            # Phase timeline (CLOCK_REALTIME ns): when the stream and each
+            # round began, the pause, the last byte written, the resume.
+            "start_ns": s["start_ns"],
+            "round_start_ns": s.get("round_start_ns", []),
+            "pause_ns": s["pause_ns"],
+            "end_ns": s["end_ns"],
+            "resume_ns": t["resume_ns"],
+            "mappings_invalidated": s.get("mappings_invalidated", 0),
+            "pages_data_window_full": s.get("pages_data_window_full", 0),
+            "pages_data_rewritten": s.get("pages_data_rewritten", 0),
+            "fetches_superseded": t.get("fetches_superseded", 0),
             "final_pass_s": s.get("final_pass_s", 0),
             "credit_wait_s": s.get("credit_wait_s", 0),
             "catch_up_wait_s": s.get("pause_wait_s", 0),
@@ -386,6 +446,53 @@ def fmt_b(x):
     return f"{x / (1 << 20):.0f} MiB" if x >= 1 << 20 else f"{x / 1024:.0f} KiB"
 
 
+def phase_table(result, modes):
+    """Where the time goes, per workload and mode (medians): the rounds
+    (pages per round, of the first repetition), the source's waits for the
+    target's fetches (for credits during a round, and before pausing), the
+    target's wait at END for its last fetches (in the downtime), the rates
+    achieved on the migration link (until the last byte) and from the NAS
+    (over the whole migration), and the mappable pages sent as data."""
+    g = groups(result)
+    lines = ["", "Phases (medians): `credit wait` = source waiting for fetch credits with the "
+             "guest running, `pre-pause wait` = waiting for the target's fetches before the "
+             "pause, `END wait` = target waiting for its last fetches after the stream's end "
+             "(downtime), `link`/`NAS` = MB/s achieved (link: until the last byte; NAS: over "
+             "the whole migration), `data: full/rewritten` = mappable pages sent as data "
+             "because the fetch window was full / their block was being rewritten.", "",
+             "| guest | link | workload | mode | rounds (pages, first rep) | credit wait | "
+             "pre-pause wait | END wait | link MB/s | NAS MB/s | data: full/rewritten |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (mem, link, wl), by_mode in g.items():
+        for mode in modes:
+            rs = by_mode.get(mode)
+            if not rs:
+                continue
+
+            def med(f):
+                return median([f(r) for r in rs])
+
+            timed = [r for r in rs if "end_ns" in r]
+            link_rate = (f"{median([r['link_bytes'] / max((r['end_ns'] - r['start_ns']) / 1e9, 1e-9) / 1e6 for r in timed]):.0f}"
+                         if timed else "n/a")
+            nas_rate = med(lambda r: r["nas_bytes"] / r["total_time_s"] / 1e6)
+            lines.append(
+                f"| {mem} | {link} | {wl} | {mode} | {rs[0]['round_pages']} | "
+                f"{fmt_s(med(lambda r: r['credit_wait_s']))} | "
+                f"{fmt_s(med(lambda r: r['catch_up_wait_s']))} | "
+                f"{fmt_s(med(lambda r: r['fetch_wait_s']))} | {link_rate} | {nas_rate:.0f} | "
+                f"{med(lambda r: r.get('pages_data_window_full', 0)):.0f}/"
+                f"{med(lambda r: r.get('pages_data_rewritten', 0)):.0f} |")
+    return lines
+
+
+def load_range(result):
+    loads = [r["load_1min"] for r in result["runs"] if "load_1min" in r]
+    if not loads:
+        return "n/a"
+    return f"{min(loads):.1f}-{max(loads):.1f} (median {median(loads):.1f})"
+
+
 def write_table(result, path):
     modes = result["parameters"]["modes"].split(",")
     g = groups(result)
@@ -393,7 +500,10 @@ def write_table(result, path):
         f"Suite `{result['suite']}`, started {result['started']}, "
         f"{result['duration_s'] / 60:.1f} min, {result['machine']['cpus']} CPUs, load average "
         f"{result['machine']['load_before'][0]:.1f} before / "
-        f"{result['machine']['load_after'][0]:.1f} after.",
+        f"{result['machine']['load_after'][0]:.1f} after"
+        + (f" (highest of {len(result['parts'])} parts)" if result.get("parts") else "") + "; "
+        f"1-minute load average at the start of each migration {load_range(result)}; "
+        f"commit {result['commit']}.",
         "",
         "Medians over repetitions; in parentheses the ratio to the baseline of the same run "
         "set. `bound` is the lower bound max((M-P-Z)/B, P/B_nas); `x bound` is the mode's "
@@ -432,6 +542,29 @@ def write_table(result, path):
                 f"{ratio(tt, 'total_time_s')} | {fmt_s(dt)}{ratio(dt, 'downtime_s')} | "
                 f"{fmt_b(lb)}{ratio(lb, 'link_bytes')} | {fmt_b(nb)} | {fmt_s(bound)} | "
                 f"{tt / bound:.2f} | {'yes' if ident else 'NO'} |")
+    lines += phase_table(result, modes)
+    lazy_rows = [(k, rs) for k, by_mode in g.items() for m, rs in by_mode.items() if m == "lazy"]
+    if lazy_rows:
+        lines += ["", "Lazy restore (medians): the guest runs on the target from `resume`; "
+                  "`all present` is when its last missing page was installed (total time = "
+                  "resume + all present); guest memory operations per second before (source, "
+                  "pre-copy), during (resume to all present) and after.", "",
+                  "| guest | link | workload | resume | all present | faults | fault p50 / p99 "
+                  "| from source | ops/s before / during / after |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for (mem, link, wl), rs in lazy_rows:
+            rs = [r for r in rs if r.get("ok")]
+            if not rs:
+                continue
+
+            def med(key):
+                return median([r.get(key, 0) for r in rs])
+            lines.append(
+                f"| {mem} | {link} | {wl} | {fmt_s(med('resume_s'))} | "
+                f"{fmt_s(med('time_to_all_present_s'))} | {med('faults'):.0f} | "
+                f"{med('fault_latency_ms_p50'):.1f} / {med('fault_latency_ms_p99'):.1f} ms | "
+                f"{med('pages_from_source'):.0f} | {med('memory_ops_per_s_before'):.0f} / "
+                f"{med('memory_ops_per_s_during'):.0f} / {med('memory_ops_per_s_after'):.0f} |")
     failed = [r for r in result["runs"] if not r.get("ok")]
     lines += ["", "Summary (ratios to the baseline; page-cache-heavy workloads: "
               + ", ".join(CACHE_HEAVY) + "):", ""]
@@ -498,6 +631,39 @@ def write_plots(result, out):
     return written
 
 
+def merge_results(results):
+    """One result from the parts of a suite run one after the other (each a
+    results.json): their runs in order, the load averages' extremes, the
+    summed duration, and each part's commit and parameters."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    merged = dict(first)
+    merged["runs"] = [r for res in results for r in res["runs"]]
+    merged["duration_s"] = sum(res["duration_s"] for res in results)
+    merged["complete"] = all(res.get("complete") for res in results)
+    commits = sorted({res["commit"] for res in results})
+    merged["commit"] = ",".join(commits)
+    params = dict(first["parameters"])
+    for key in ("workloads", "sizes", "links"):
+        seen = []
+        for res in results:
+            for x in res["parameters"][key].split(","):
+                if x not in seen:
+                    seen.append(x)
+        params[key] = ",".join(seen)
+    merged["parameters"] = params
+    merged["parts"] = [{"started": res["started"], "commit": res["commit"],
+                        "parameters": res["parameters"], "machine": res["machine"]}
+                       for res in results]
+    loads_before = [res["machine"]["load_before"][0] for res in results]
+    loads_after = [res["machine"]["load_after"][0] for res in results]
+    merged["machine"] = dict(first["machine"], load_before=[max(loads_before)] +
+                             first["machine"]["load_before"][1:],
+                             load_after=[max(loads_after)] + first["machine"]["load_after"][1:])
+    return merged
+
+
 # --- main ----------------------------------------------------------------------
 
 
@@ -510,7 +676,7 @@ def main():
     p.add_argument("--workloads", help="workloads (default: all: %s)" % FULL["workloads"])
     p.add_argument("--links", help="links: RATE, RATE/NASRATE or RATE-shared "
                    "(default %s)" % FULL["links"])
-    p.add_argument("--modes", default="baseline,p2bmig",
+    p.add_argument("--modes", default="baseline,p2bmig,lazy",
                    help="modes, as p2bmig send --mode takes them (default %(default)s)")
     p.add_argument("--reps", type=int, help="repetitions (default %d)" % FULL["reps"])
     p.add_argument("--seed", type=int, default=1)
@@ -535,13 +701,20 @@ def main():
     p.add_argument("--no-pin", action="store_true",
                    help="do not pin source and target to CPUs 0 and 1")
     p.add_argument("--keep-hosts", action="store_true", help="leave namespaces and NAS running")
-    p.add_argument("--report-only", metavar="RESULTS_JSON",
-                   help="only write the table and plots of an earlier results.json")
+    p.add_argument("--report-only", metavar="RESULTS_JSON", nargs="+",
+                   help="only write the table and plots of earlier results.json files (several: "
+                   "runs of one suite split into parts, e.g. by --workloads, merged; written to "
+                   "--out if given, else next to the first)")
     a = p.parse_args()
 
     if a.report_only:
-        result = json.load(open(a.report_only))
-        a.out = os.path.dirname(os.path.abspath(a.report_only))
+        result = merge_results([json.load(open(f)) for f in a.report_only])
+        if a.out == p.get_default("out"):
+            a.out = os.path.dirname(os.path.abspath(a.report_only[0]))
+        os.makedirs(a.out, exist_ok=True)
+        if len(a.report_only) > 1:
+            with open(os.path.join(a.out, "results.json"), "w") as f:
+                json.dump(result, f, indent=1)
         write_table(result, os.path.join(a.out, "results.md"))
         write_plots(result, a.out)
         print(open(os.path.join(a.out, "results.md")).read())

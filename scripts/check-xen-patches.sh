@@ -9,12 +9,20 @@
 # The machine's apt configuration is not touched: the deb-src entries live in
 # a temporary sources file, with package lists in the cache directory.
 #
-# Usage: scripts/check-xen-patches.sh
+# Usage: scripts/check-xen-patches.sh [--out FILE]
+#   --out FILE   also keep the patched xl as FILE (the Xen system test runs it
+#                in its dom0, which has the same Debian Xen libraries)
 # Environment: P2BMIG_CACHE (default ~/.cache/p2bmig), XEN_SRC_VERSION (a
 # version of Debian's xen source package; default: the installed libxen-dev's
 # if the archive still has it, else the newest it has).
 # Needs: gcc, libxen-dev, libyajl-dev, dpkg-dev, patch, xz-utils (scripts/setup.sh).
 set -euo pipefail
+OUT=""
+case "${1:-}" in
+  --out) [ $# -eq 2 ] || { echo "usage: $0 [--out FILE]" >&2; exit 2; }; OUT=$(readlink -f "$2") ;;
+  "") ;;
+  *) echo "usage: $0 [--out FILE]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 CACHE=${P2BMIG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/p2bmig}/xen-src
@@ -125,4 +133,8 @@ for opt in --shared-storage --dedup --domain-name; do
   grep -q -- "$opt" "$WORK/xl" || die "the built xl lacks $opt"
 done
 step "linked xl against libxenlight $(dpkg-query -W -f '${Version}' libxen-dev) ($(stat -c %s "$WORK/xl") bytes); it knows --shared-storage, --dedup"
+if [ -n "$OUT" ]; then
+  install -m 755 "$WORK/xl" "$OUT"
+  step "kept the patched xl as $OUT"
+fi
 echo "check-xen-patches: OK (${#patches[@]} patch(es) applied to $(basename "$src"), xl built)"

@@ -6,7 +6,8 @@
 #     baseline link bytes, which the sanitizer's slowdown skews), the soak
 #     shortened to 20 s, the stress test to 8 seeds;
 #   * ThreadSanitizer: the concurrency-heavy tests (fetch queue, resolver,
-#     transports and TLS, block stores, whole migrations, the randomized
+#     transports and TLS, block stores, whole migrations, lazy restore and
+#     userfaultfd, the randomized
 #     stress test with 6 seeds).
 # Any report fails the run. Usage: scripts/test-sanitizers.sh [asan|tsan]...
 set -euo pipefail
@@ -31,7 +32,7 @@ for s in "${which[@]}"; do
       TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
       P2BMIG_STRESS_RUNS=6 \
         "build-$s/tests/p2bmig_tests" --gtest_brief=1 \
-        --gtest_filter='*FetchQueue*:*Resolver*:*Transport*:*Tls*:*ReceiveBudget*:*BlockStore*:*Migration*-Migration.NoPageCacheIsNoWorseThanBaseline'
+        --gtest_filter='*FetchQueue*:*Resolver*:*Transport*:*Tls*:*ReceiveBudget*:*BlockStore*:*Migration*:*Lazy*:*Uffd*-Migration.NoPageCacheIsNoWorseThanBaseline'
       ;;
     *) echo "unknown sanitizer $s" >&2; exit 2 ;;
   esac

@@ -4,22 +4,46 @@
 # kernel the image boots, a dom0 image with them (tests/xen/build-images.sh),
 # then boots it twice (tests/xen/run.sh): a PV guest on the pinned hypervisor
 # build that has shadow paging, and a PVH guest on the current one. In each,
-# tests/xen/xen-test.sh migrates the guest to localhost with Xen's own helper
-# and with p2bmig, and saves/restores it with p2bmig, checking that the guest
-# runs on with its memory intact and that its page cache travels as mappings.
+# tests/xen/xen-test.sh migrates the guest to localhost with Xen's own helper,
+# with p2bmig through p2bmig-xl, and with p2bmig through xl built with
+# xen-patches/xl-4.17-shared-storage.patch (scripts/check-xen-patches.sh
+# --out), and saves/restores it with p2bmig, checking that the guest runs on
+# with its memory intact and that its page cache travels as mappings.
 #
 #   scripts/test-xen.sh [build-dir] [pv|pvh|all]   (default: build, all)
 #
-# Needs root, about 4.5 GB of free RAM and the Debian archive; no KVM. Runs in
-# ctest with the label `xen` (ctest -L xen; ctest -LE xen leaves it out).
+# Needs root, about 4.5 GB of free RAM and the Debian archive; no KVM.
+# scripts/test.sh (= CI) runs it after ctest, on its own: QEMU's software
+# emulation is CPU-bound.
+#
+# Time limits: the whole test P2BMIG_XEN_TIMEOUT s (default 2400), each QEMU
+# run at most XEN_TMO_PV / XEN_TMO_PVH s (defaults 1400 / 1400) and never
+# beyond the whole test's limit; a run that reaches its limit fails.
+#
+# Retries: only a PVH guest's triple fault (QEMU's emulated nested SVM), only
+# when no p2bmig result is discarded or the stock restore's verify pass had
+# proven memory exact, at most 2 per run, each printed as a RETRY line with
+# its cause (policy: tests/xen/xen-test.sh, docs/xen-integration.md).
+#
+# PV live migration needs a hypervisor with shadow paging, which Debian's
+# current security build lacks: the pinned 4.17.5+72 build is used; if it has
+# left the archive, the PV run prints a framed SKIP and runs only PV
+# save/restore (tests/xen/build-images.sh). PVH always runs in full.
+#
 # Ends with `xen system test: PASS` and a line of numbers summed over the
 # runs, or `xen system test: FAIL (...)` and exit 1.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
+BUILD=$(mkdir -p "$BUILD" && cd "$BUILD" && pwd)
 GUESTS=${2:-all}
 [ "$GUESTS" = all ] && GUESTS="pv pvh"
+# Images and serial logs live in the build directory (a fresh build
+# directory builds them from scratch; the debootstrap tree is reused after).
+export W=${W:-$BUILD/xen-images}
 T0=$(date +%s)
+BUDGET=${P2BMIG_XEN_TIMEOUT:-2400}
+declare -A TMO_CAP=([pv]=${XEN_TMO_PV:-1400} [pvh]=${XEN_TMO_PVH:-1400})
 die() {
   echo "$*" >&2
   echo "xen system test: FAIL ($*)"
@@ -49,16 +73,37 @@ BLKBACK_ARG=()
 if [ -f "$ROOT/scripts/build-blkback-tap.sh" ]; then
   BLKBACK_ARG=(--blkback-builder "$ROOT/scripts/build-blkback-tap.sh")
 fi
+# xl with xen-patches/xl-4.17-shared-storage.patch, for `xl migrate
+# --shared-storage` in dom0 (P2BMIG_XEN_PATCHED_XL=0 leaves it out, loudly).
+PATCHED_XL_ARG=()
+if [ "${P2BMIG_XEN_PATCHED_XL:-1}" != 0 ]; then
+  t=$(date +%s)
+  bash "$ROOT/scripts/check-xen-patches.sh" --out "$BUILD/xl-patched" > "$BUILD/xl-patched.log" 2>&1 ||
+    { tail -n 20 "$BUILD/xl-patched.log"; die "building the patched xl failed (log: $BUILD/xl-patched.log)"; }
+  PATCHED_XL_ARG=(--patched-xl "$BUILD/xl-patched")
+  echo "TIMING patched-xl $(($(date +%s) - t)) s"
+else
+  echo "NOTE: P2BMIG_XEN_PATCHED_XL=0: xl migrate --shared-storage (the patched xl) is NOT tested"
+fi
 bash "$ROOT/tests/xen/build-images.sh" --helper "$BUILD/p2bmig-save-helper" \
-  "${TRACKD_ARG[@]}" "${XL_WRAPPER_ARG[@]}" "${BLKBACK_ARG[@]}" || die "building the images failed"
+  "${TRACKD_ARG[@]}" "${XL_WRAPPER_ARG[@]}" "${BLKBACK_ARG[@]}" "${PATCHED_XL_ARG[@]}" ||
+  die "building the images failed"
 echo "TIMING images $(($(date +%s) - T0)) s"
 
 declare -A result
 failed=""
 for g in $GUESTS; do
   t=$(date +%s)
+  left=$((T0 + BUDGET - t))
+  tmo=${TMO_CAP[$g]}
+  [ "$tmo" -le "$left" ] || tmo=$left
+  if [ "$tmo" -lt 120 ]; then
+    failed="$failed $g"
+    echo "xen system test ($g): FAIL: the time limit of $BUDGET s leaves $left s for it"
+    continue
+  fi
   out=$(mktemp)
-  if bash "$ROOT/tests/xen/run.sh" "$g" 2>&1 | tee "$out"; then
+  if TMO=$tmo bash "$ROOT/tests/xen/run.sh" "$g" 2>&1 | tee "$out"; then
     result[$g]=$(grep -o 'XEN-RESULT .*' "$out" | tail -1)
     echo "xen system test ($g): PASS in $(($(date +%s) - t)) s: ${result[$g]#XEN-RESULT }"
   else
@@ -71,5 +116,15 @@ echo "TIMING whole $(($(date +%s) - T0)) s"
 [ -z "$failed" ] || die "failed:$failed"
 sum() { for g in $GUESTS; do echo "${result[$g]}"; done |
   tr ' ' '\n' | awk -F= -v k="$1" '$1==k{s+=$2} END{printf "%d", s}'; }
+echo "xen system test: migrations=$(sum migrations) triple_faults=$(sum triple_faults) retries=$(sum retries) (each retry is a RETRY line above, with its cause)"
+for g in $GUESTS; do
+  case " ${result[$g]} " in
+    *" migrate=0 "*)
+      echo "################################################################"
+      echo "SKIPPED: $g live migration was NOT tested (no hypervisor build with"
+      echo "shadow paging was available, see the $g run's message above)."
+      echo "################################################################" ;;
+  esac
+done
 echo "xen system test: PASS"
 echo "mapped_pages=$(sum mapped_pages) data_pages=$(sum data_pages) link_bytes=$(sum link_bytes) baseline_link_bytes=$(sum baseline_link_bytes)"

@@ -14,8 +14,15 @@
 //     invalidated since (invariants I3, I4);
 //   * after a VERIFY record everything passes unchanged, so that the stock
 //     restore's verify pass compares real memory;
-//   * with FetchCredits, it holds back mappings while the target has more
-//     than max_unfetched_mappings of them still to fetch (flow control).
+//   * with FetchCredits, it never lets the target have more than
+//     max_unfetched_mappings mappings still to fetch (flow control): a page
+//     that would exceed that window leaves as PAGE_DATA, so that the link
+//     carries data while the shared storage catches up (or, with
+//     data_when_window_full off, the filter waits for the target);
+//   * a page whose block was rewritten since the stream began (its entry
+//     removed by a write of other content to the block) leaves as PAGE_DATA
+//     while it holds that block: the block is being rewritten, and a mapping
+//     would likely cost a fetch of a stale block and a re-send.
 //
 // Thread safety: WriteHeaders/WriteRecord from one thread; the p2b map's
 // removal listener (installed by the constructor, removed by the destructor)
@@ -41,6 +48,17 @@ struct FilterOptions {
   // target has not fetched yet (0: no limit). Bounds the fetch work left for
   // the downtime when shared storage is slower than the link.
   uint64_t max_unfetched_mappings = 1024;
+  // With FetchCredits and the window above full: true sends the page with
+  // its content (the link would otherwise idle), false waits for credits.
+  bool data_when_window_full = true;
+  // Send a page as data, not as a mapping, while it holds a block that was
+  // rewritten since the stream began (P2bMap::RemovalReason::kBlockWritten).
+  bool data_after_block_rewrite = true;
+  // Offer lazy restore (P2B_LAZY_RESUME): the target may resume the guest
+  // before every mapped page is fetched. The caller must then keep the
+  // paused guest and serve page requests until the target reports that
+  // every page is present. Needs a back channel (`credits`).
+  bool lazy_resume = false;
 };
 
 // The target's report of how many of the mappings sent so far it has
@@ -51,15 +69,19 @@ class FetchCredits {
   // Blocks until the target has fetched at least `n` mappings, or the link
   // has failed (the next write then reports the failure).
   virtual void WaitForFetched(uint64_t n) = 0;
+  // How many the target has fetched so far, without waiting.
+  virtual uint64_t Fetched() = 0;
 };
 
 struct FilterStats {
-  uint64_t pages_in = 0;              // pages seen in PAGE_DATA records
-  uint64_t pages_data = 0;            // pages sent with their content
-  uint64_t pages_mapped = 0;          // pages sent as mappings
-  uint64_t pages_zero = 0;            // pages sent as zero pages
-  uint64_t pages_resent = 0;          // pages re-sent at the end (I3)
-  uint64_t mappings_invalidated = 0;  // sent mappings whose entry was removed later
+  uint64_t pages_in = 0;                // pages seen in PAGE_DATA records
+  uint64_t pages_data = 0;              // pages sent with their content
+  uint64_t pages_mapped = 0;            // pages sent as mappings
+  uint64_t pages_zero = 0;              // pages sent as zero pages
+  uint64_t pages_resent = 0;            // pages re-sent at the end (I3)
+  uint64_t mappings_invalidated = 0;    // sent mappings whose entry was removed later
+  uint64_t pages_data_window_full = 0;  // mappable pages sent as data: window full
+  uint64_t pages_data_rewritten = 0;    // mappable pages sent as data: block rewritten
   double final_pass_s = 0;   // time of the final pass (drain, flush, re-sends): in the downtime
   double credit_wait_s = 0;  // time spent waiting for the target's fetches (guest running)
 };
@@ -76,6 +98,13 @@ class Filter : public RecordSink {
   void WriteRecord(const Record& record) override;
 
   FilterStats stats() const;
+
+  // Changes max_unfetched_mappings from the next PAGE_DATA record on (e.g. a
+  // smaller window for the last round before the pause).
+  void SetMaxUnfetchedMappings(uint64_t n);
+  // Mappings sent so far that the target has not reported fetched; 0
+  // without FetchCredits.
+  uint64_t UnfetchedMappings() const;
 
  private:
   struct Impl;

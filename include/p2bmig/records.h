@@ -72,6 +72,11 @@ inline constexpr uint32_t kP2bZeroPages = 0x7FFF0002;
 // Optional (bit 31 set): the source reads fetch credits on the connection's
 // reverse direction. Body: {uint32 max_unfetched_mappings; uint32 reserved}.
 inline constexpr uint32_t kP2bFetchCredits = 0xFFFF0003;
+// Optional: the source offers lazy restore. It keeps the paused guest until
+// the target reports every page present, and answers page requests on the
+// same connection after END (docs/stream-format.md, section 4).
+// Body: {uint32 flags (0); uint32 reserved}.
+inline constexpr uint32_t kP2bLazyResume = 0xFFFF0004;
 
 inline constexpr uint32_t kOptionalBit = 0x80000000;
 }  // namespace rec

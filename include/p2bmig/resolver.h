@@ -11,6 +11,11 @@
 //     complete memory before the guest can run. A fetched block whose hash
 //     does not match, and that no later record replaced, fails the migration
 //     (Error kVerification) after one re-read.
+//   * lazy restore, if the target allows it and the source offers it
+//     (P2B_LAZY_RESUME): END passes without waiting for the fetch queue; the
+//     pages still owed (MissingPfns) are left out, the guest resumes, and
+//     FinishLazily installs them while it runs, a page the guest waits for
+//     first, from the shared storage or, if that fails, from the source.
 //
 // Thread safety: one thread.
 
@@ -18,10 +23,12 @@
 #define P2BMIG_RESOLVER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include <p2bmig/block_store.h>
 #include <p2bmig/fetch_queue.h>
+#include <p2bmig/lazy.h>
 #include <p2bmig/stream.h>
 
 namespace p2bmig {
@@ -35,6 +42,19 @@ struct ResolverOptions {
   // resolver stops reading until the fetches are done.
   size_t max_pending_fetches = 1u << 18;
   FetchOptions fetch;
+  // Resume before memory is complete when the source offers it.
+  bool allow_lazy = false;
+  // Lazy phase: a page the guest has waited for this long is asked of the
+  // source as well (whichever copy comes first is installed), and shared
+  // storage that has completed no read for `lazy_storage_stall_s` while
+  // pages are missing is given up on (every missing page is then asked of
+  // the source), rather than waiting out its own retries with the guest
+  // blocked.
+  double lazy_fault_source_after_s = 0.5;
+  double lazy_storage_stall_s = 5;
+  // Optional (tests): called on the resolving thread after each step of the
+  // lazy phase with the statistics so far. Must not block.
+  std::function<void(const LazyStats&)> on_lazy_progress;
 };
 
 struct ResolverStats {
@@ -71,6 +91,23 @@ class Resolver : public RecordSink {
   // True once the source has asked for fetch credits (P2B_FETCH_CREDITS):
   // only then may they be sent, since only then are they read.
   bool credits_wanted() const;
+
+  // True once the source has offered lazy restore and the target allows it:
+  // END then passes before every mapped page is fetched.
+  bool lazy() const;
+
+  // After END in lazy mode: the pfns whose newest record is a mapping that
+  // is not installed yet. They must be missing (not present) in the guest's
+  // memory before it resumes.
+  std::vector<Pfn> MissingPfns() const;
+
+  // After END in lazy mode, with the guest running: installs every missing
+  // page into `memory` (the ones the guest waits for first), from the shared
+  // storage, or from `source` for blocks that cannot be fetched or do not
+  // match their hash; then tells the source that every page is present.
+  // Throws (the guest must then be stopped) if a page can be had from
+  // neither. REQUIRES: called once, after END, with `lazy()`.
+  LazyStats FinishLazily(MissingPageMemory* memory, PageSource* source);
 
   ResolverStats stats() const;
 

@@ -42,9 +42,10 @@ struct SaveStats {
   int rounds = 0;           // memory passes, the paused one included
   uint64_t pages_sent = 0;  // pages handed to the sink, all rounds
   std::vector<uint64_t> round_pages;
-  int64_t start_ns = 0;  // CLOCK_REALTIME when the stream began
-  int64_t pause_ns = 0;  // CLOCK_REALTIME when the guest was paused
-  int64_t end_ns = 0;    // CLOCK_REALTIME after END was written
+  std::vector<int64_t> round_start_ns;  // CLOCK_REALTIME when each round began
+  int64_t start_ns = 0;                 // CLOCK_REALTIME when the stream began
+  int64_t pause_ns = 0;                 // CLOCK_REALTIME when the guest was paused
+  int64_t end_ns = 0;                   // CLOCK_REALTIME after END was written
 };
 
 class SaveLoop {

@@ -1,5 +1,6 @@
 #include "sim/guest_memory.h"
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -11,17 +12,15 @@
 
 namespace p2bmig::sim {
 
-GuestMemory::GuestMemory(uint64_t nr_pages, const std::string& backing_path)
-    : nr_pages_(nr_pages), path_(backing_path), dirty_words_((nr_pages + 63) / 64) {
+GuestMemory::GuestMemory(uint64_t nr_pages, const std::string& backing_path, Kind kind)
+    : nr_pages_(nr_pages), path_(backing_path), kind_(kind), dirty_words_((nr_pages + 63) / 64) {
   const size_t bytes = nr_pages * kPageSize;
   int fd = -1;
-  // Populated up front, as a running guest's memory is: first-touch faults
-  // would otherwise be charged to the migration.
-  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE;
   if (!path_.empty()) {
     fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     // Allocated, not just sized: on a full file system a sparse file would
-    // turn a later write into the guest's memory into SIGBUS.
+    // turn a later write into the guest's memory into SIGBUS (and a lazy
+    // restore learns before it resumes the guest that it cannot store it).
     int err = fd < 0 ? errno : ::posix_fallocate(fd, 0, static_cast<off_t>(bytes));
     if (err != 0) {
       if (fd >= 0) {
@@ -31,8 +30,26 @@ GuestMemory::GuestMemory(uint64_t nr_pages, const std::string& backing_path)
       throw Error(ErrorKind::kIo, fmt::format("cannot create guest memory file {} ({} MiB): {}",
                                               path_, bytes >> 20, std::strerror(err)));
     }
-    flags = MAP_SHARED | MAP_POPULATE;
   }
+  if (kind_ == Kind::kLazyRestore) {
+    if (fd >= 0) ::close(fd);  // written by Sync
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED) {
+      throw Error(ErrorKind::kIo, fmt::format("cannot map {} MiB of guest memory: {}", bytes >> 20,
+                                              std::strerror(errno)));
+    }
+    // Page-granular: a missing page is one 4 KiB page, never part of a huge one.
+    ::madvise(p, bytes, MADV_NOHUGEPAGE);
+    base_ = static_cast<uint8_t*>(p);
+    dirty_ = std::make_unique<std::atomic<uint64_t>[]>(dirty_words_);
+    for (uint64_t i = 0; i < dirty_words_; ++i) dirty_[i].store(0, std::memory_order_relaxed);
+    return;
+  }
+  // Populated up front, as a running guest's memory is: first-touch faults
+  // would otherwise be charged to the migration.
+  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE;
+  if (fd >= 0) flags = MAP_SHARED | MAP_POPULATE;
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, flags, fd, 0);
   int err = errno;
   if (fd >= 0) ::close(fd);
@@ -72,7 +89,36 @@ uint64_t GuestMemory::dirty_count() const {
 }
 
 void GuestMemory::Sync() {
-  if (!path_.empty()) ::msync(base_, nr_pages_ * kPageSize, MS_SYNC);
+  if (path_.empty()) return;
+  if (kind_ == Kind::kPopulated) {
+    ::msync(base_, nr_pages_ * kPageSize, MS_SYNC);
+    return;
+  }
+  // Allocated at construction: these writes need no new blocks.
+  int fd = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    throw Error(ErrorKind::kIo,
+                fmt::format("cannot open guest memory file {}: {}", path_, std::strerror(errno)));
+  }
+  size_t done = 0;
+  while (done < bytes()) {
+    ssize_t n = ::pwrite(fd, base_ + done, std::min<size_t>(bytes() - done, 64u << 20),
+                         static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = errno;
+      ::close(fd);
+      throw Error(ErrorKind::kIo,
+                  fmt::format("cannot write guest memory file {}: {}", path_, std::strerror(err)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  int err = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  if (err != 0) {
+    throw Error(ErrorKind::kIo,
+                fmt::format("cannot write guest memory file {}: {}", path_, std::strerror(err)));
+  }
 }
 
 }  // namespace p2bmig::sim

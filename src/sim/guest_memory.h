@@ -5,6 +5,11 @@
 // the demo's checker, can compare source and target memory byte for byte) or
 // is anonymous otherwise. New memory is zero, as memory Xen populates is.
 //
+// Memory for a lazy restore (kLazyRestore) is anonymous and private, since
+// userfaultfd reports missing pages only of anonymous or shmem mappings,
+// never of a regular file; pages are made missing later (UffdMemory). Sync()
+// then writes its content to the path, for the same comparison.
+//
 // Thread safety: pages may be read and written from any thread; MarkDirty and
 // PeekAndClean are lock-free and may race with each other as Xen's do: a bit
 // set after PeekAndClean read its word is seen by the next call.
@@ -24,9 +29,13 @@ namespace p2bmig::sim {
 
 class GuestMemory {
  public:
+  enum class Kind { kPopulated, kLazyRestore };
+
   // Maps `nr_pages` pages. With a non-empty `backing_path`, the file is created
-  // (truncated) and mapped shared.
-  GuestMemory(uint64_t nr_pages, const std::string& backing_path = "");
+  // (truncated) and allocated, then mapped shared (kPopulated) or written by
+  // Sync (kLazyRestore). Throws Error(kIo) if it cannot be allocated.
+  GuestMemory(uint64_t nr_pages, const std::string& backing_path = "",
+              Kind kind = Kind::kPopulated);
   ~GuestMemory();
   GuestMemory(const GuestMemory&) = delete;
   GuestMemory& operator=(const GuestMemory&) = delete;
@@ -44,11 +53,17 @@ class GuestMemory {
   uint64_t dirty_count() const;
 
   // Makes the backing file's content durable and visible to other processes.
+  // REQUIRES for kLazyRestore: every page present (or no userfaultfd).
   void Sync();
+
+  uint8_t* base() { return base_; }
+  size_t bytes() const { return nr_pages_ * kPageSize; }
+  Kind kind() const { return kind_; }
 
  private:
   uint64_t nr_pages_;
   std::string path_;
+  Kind kind_;
   uint8_t* base_ = nullptr;
   std::unique_ptr<std::atomic<uint64_t>[]> dirty_;
   uint64_t dirty_words_;

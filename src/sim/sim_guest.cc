@@ -12,6 +12,8 @@
 
 #include <p2bmig/hash.h>
 
+#include "sim/workload.h"
+
 namespace p2bmig::sim {
 
 // One guest operation: waits while the guest is paused, and Pause() waits for
@@ -201,6 +203,23 @@ void SimGuest::ScribbleCache(uint32_t nr_pages, Rng& rng) {
   }
 }
 
+void SimGuest::TouchMemory(uint32_t nr, uint64_t seed, Rng& rng) {
+  Step step(this);
+  std::lock_guard lock(mu_);
+  uint64_t sink = 0;
+  for (uint32_t i = 0; i < nr; ++i) {
+    MemoryAccess a = DrawMemoryAccess(rng, memory_.nr_pages(), seed);
+    // Loads only: the profile's own anonymous-page and file writes already
+    // make the guest's dirty rate (calibrated against the baseline), the
+    // page cache must change only through file writes, and kernel pages
+    // stay as boot wrote them (the failure check compares them). The
+    // target's resumed guest makes the stores (ResumedGuest).
+    a.value = 0;
+    sink += PerformMemoryAccess(memory_.page(a.pfn), a);
+  }
+  touch_sink_ += sink;
+}
+
 void SimGuest::RawRead(uint32_t disk, uint64_t sector, uint32_t nr_sectors, uint32_t page_sect,
                        Rng& rng) {
   RawIo(IoOp::kRead, disk, sector, nr_sectors, page_sect, rng);
@@ -235,6 +254,9 @@ void SimGuest::ReclaimCache(uint32_t nr_pages, uint64_t anon_limit, Rng& rng) {
   Step step(this);
   std::lock_guard lock(mu_);
   for (uint32_t i = 0; i < nr_pages && !cache_fifo_.empty() && anon_.size() < anon_limit;) {
+    // Keep some page cache: with none left and no free page, the next file
+    // read would have nowhere to go.
+    if (free_.empty() && cache_.size() <= pages_.size() / 8) break;
     Pfn p = cache_fifo_.front();
     cache_fifo_.pop_front();
     PageState& st = pages_[p];

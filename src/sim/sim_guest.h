@@ -72,6 +72,9 @@ class SimGuest : public Domain, public IoTap {
   // Writes part or all of a freshly written buffer page to the disk, bypassing
   // the page cache (overwrites blocks that cache pages may still map).
   void RawWrite(uint32_t disk, uint64_t sector, uint32_t nr_sectors, uint32_t page_sect, Rng& rng);
+  // The CPU side: `nr` single-page memory accesses (DrawMemoryAccess with
+  // `seed`), as loads: the workload's other operations make its writes.
+  void TouchMemory(uint32_t nr, uint64_t seed, Rng& rng);
   // Evicts up to `nr_pages` clean cache pages and reuses them as anonymous
   // memory with new content, while there are fewer than `anon_limit`
   // anonymous pages (else the guest would end up with no page cache left to
@@ -169,6 +172,7 @@ class SimGuest : public Domain, public IoTap {
   bool paused_ = false;
   bool halted_ = false;
   int running_steps_ = 0;
+  uint64_t touch_sink_ = 0;  // keeps the reads of TouchMemory; guarded by mu_
 };
 
 }  // namespace p2bmig::sim

@@ -1,7 +1,9 @@
 #include "sim/workload.h"
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 #include <fmt/format.h>
@@ -23,6 +25,7 @@ std::vector<WorkloadProfile> Profiles() {
   p.stale_free_share = 0.2;  // most free memory never used since boot
   p.anon_pages_per_s = 200;
   p.read_blocks_per_s = 50;
+  p.memory_ops_per_s = 200;
   v.push_back(p);
 
   p = {};
@@ -34,6 +37,7 @@ std::vector<WorkloadProfile> Profiles() {
   p.write_blocks_per_s = 800;
   p.writeback_pages_per_s = 800;
   p.anon_pages_per_s = 500;
+  p.memory_ops_per_s = 2000;
   v.push_back(p);
 
   p = {};
@@ -45,6 +49,7 @@ std::vector<WorkloadProfile> Profiles() {
   p.write_blocks_per_s = 600;
   p.writeback_pages_per_s = 600;
   p.anon_pages_per_s = 3000;
+  p.memory_ops_per_s = 4000;
   v.push_back(p);
 
   p = {};
@@ -57,6 +62,7 @@ std::vector<WorkloadProfile> Profiles() {
   p.writeback_pages_per_s = 300;
   p.anon_pages_per_s = 300;
   p.hot_read_share = 0.9;
+  p.memory_ops_per_s = 3000;
   v.push_back(p);
 
   p = {};
@@ -66,6 +72,7 @@ std::vector<WorkloadProfile> Profiles() {
   p.warm_anon_fraction = 0.75;
   p.anon_pages_per_s = 6000;
   p.read_blocks_per_s = 20;
+  p.memory_ops_per_s = 8000;
   v.push_back(p);
 
   p = {};
@@ -78,6 +85,7 @@ std::vector<WorkloadProfile> Profiles() {
   p.writeback_pages_per_s = 4000;
   p.scribble_pages_per_s = 500;
   p.anon_pages_per_s = 200;
+  p.memory_ops_per_s = 1000;
   v.push_back(p);
 
   p = {};
@@ -95,6 +103,7 @@ std::vector<WorkloadProfile> Profiles() {
   p.reclaim_pages_per_s = 1000;
   p.hot_read_share = 0.7;
   p.threads = 3;
+  p.memory_ops_per_s = 4000;
   v.push_back(p);
   return v;
 }
@@ -107,6 +116,39 @@ WorkloadProfile GetWorkload(const std::string& name) {
   }
   throw Error(ErrorKind::kInvalidArgument, fmt::format("unknown workload '{}' (known: {})", name,
                                                        fmt::join(WorkloadNames(), ", ")));
+}
+
+Pfn PickTouchedPfn(Rng& rng, uint64_t nr_pages, uint64_t seed) {
+  if (rng.Chance(0.8)) {
+    // The k-th page of the hot set, scattered over memory by a fixed mix.
+    Rng mix(seed * 0x9E3779B97F4A7C15ull + rng.Below(std::max<uint64_t>(nr_pages / 8, 1)));
+    return mix.Next() % nr_pages;
+  }
+  return rng.Below(nr_pages);
+}
+
+MemoryAccess DrawMemoryAccess(Rng& rng, uint64_t nr_pages, uint64_t seed) {
+  MemoryAccess a;
+  a.pfn = PickTouchedPfn(rng, nr_pages, seed);
+  a.offset = static_cast<uint32_t>(rng.Below(kPageSize / 8) * 8);
+  if (rng.Chance(0.5)) a.value = rng.Next() | 1;
+  return a;
+}
+
+uint64_t PerformMemoryAccess(uint8_t* page, const MemoryAccess& access) {
+  // Word-atomic, as a CPU's aligned 8-byte accesses are: the resumed guest's
+  // threads may hit one word at once, and a lost XOR would show as a
+  // difference in the exactness check.
+  auto word = [page](uint32_t off) {
+    return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(page + off));
+  };
+  if (access.value == 0) {
+    uint64_t sum = 0;
+    uint32_t off = std::min<uint32_t>(access.offset, kPageSize - 64);
+    for (uint32_t i = 0; i < 64; i += 8) sum += word(off + i).load(std::memory_order_relaxed);
+    return sum;
+  }
+  return word(access.offset).fetch_xor(access.value, std::memory_order_relaxed) ^ access.value;
 }
 
 std::vector<std::string> WorkloadNames() {
@@ -268,6 +310,10 @@ void WorkloadRunner::RunSlice(Rng& rng, double scale) {
   if (uint64_t n = count(p.reclaim_pages_per_s)) {
     guest_->ReclaimCache(static_cast<uint32_t>(n), anon_limit, rng);
     ++ops_;
+  }
+  if (uint64_t n = count(p.memory_ops_per_s)) {
+    guest_->TouchMemory(static_cast<uint32_t>(n), seed_, rng);
+    memory_ops_ += n;
   }
 }
 

@@ -40,6 +40,11 @@ struct WorkloadProfile {
   double raw_ops_per_s = 0;          // partial, unaligned, repeated raw I/O
   double raw_write_ops_per_s = 0;    // raw writes that overwrite blocks
   double reclaim_pages_per_s = 0;    // cache pages reused as anonymous memory
+  // The CPU side: single-page memory accesses (half reads, half
+  // read-modify-writes), mostly in a hot set (PickTouchedPfn). The same
+  // accesses run on the target after a lazy restore (ResumedGuest), so
+  // their rate is the guest's speed before, during and after the switch.
+  double memory_ops_per_s = 0;
   // Share of file reads that go to a hot set of 1/8 of the disk.
   double hot_read_share = 0.5;
   int threads = 2;
@@ -49,6 +54,24 @@ struct WorkloadProfile {
 // memory, cache-rewrite, stress. Throws Error(kInvalidArgument) for others.
 WorkloadProfile GetWorkload(const std::string& name);
 std::vector<std::string> WorkloadNames();
+
+// The page a memory access goes to: 80% of them to a hot set of 1/8 of the
+// guest's pages (fixed by `seed`, so the same on source and target), the
+// rest anywhere.
+Pfn PickTouchedPfn(Rng& rng, uint64_t nr_pages, uint64_t seed);
+
+// One memory access: reads 64 bytes, or XORs `value` into the 8 bytes at
+// `offset` (a read-modify-write: its result depends on the page's content
+// before it). Returns true for a write.
+struct MemoryAccess {
+  Pfn pfn = 0;
+  uint32_t offset = 0;  // multiple of 8
+  uint64_t value = 0;   // non-zero for a write
+};
+MemoryAccess DrawMemoryAccess(Rng& rng, uint64_t nr_pages, uint64_t seed);
+// Performs it on `page` with word-atomic accesses (any thread); returns a
+// value derived from what was read. REQUIRES: `page` 8-byte aligned.
+uint64_t PerformMemoryAccess(uint8_t* page, const MemoryAccess& access);
 
 class WorkloadRunner {
  public:
@@ -64,6 +87,7 @@ class WorkloadRunner {
   void Start();
   void Stop();
   uint64_t ops() const { return ops_.load(); }
+  uint64_t memory_ops() const { return memory_ops_.load(); }
 
  private:
   void ThreadMain(int index);
@@ -74,6 +98,7 @@ class WorkloadRunner {
   uint64_t seed_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> ops_{0};
+  std::atomic<uint64_t> memory_ops_{0};
   std::vector<std::thread> threads_;
   std::exception_ptr error_;
   std::mutex error_mu_;

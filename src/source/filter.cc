@@ -20,6 +20,7 @@ struct Filter::Impl {
   FetchCredits* credits;
   FilterStats stats;
   uint64_t mappings_sent = 0;
+  uint64_t fetched = 0;  // the target's newest credit count seen
 
   bool verify_mode = false;  // after VERIFY: pass everything unchanged
   bool final_pass_done = false;
@@ -27,6 +28,12 @@ struct Filter::Impl {
   // Generation of the mapping that is the newest record sent for each pfn;
   // 0 if that record carried data (or nothing was sent yet).
   std::unique_ptr<std::atomic<uint64_t>[]> mapped_gen;
+  // For each pfn, the block (PackBlock) whose rewrite since the stream began
+  // removed the pfn's entry, or 0: the dirty history that sends a page as
+  // data while it holds a block that is being rewritten.
+  std::unique_ptr<std::atomic<uint64_t>[]> rewritten_block;
+
+  static uint64_t PackBlock(const BlockAddr& a) { return ((uint64_t{a.disk} << 40) | a.block) + 1; }
   uint64_t nr_pfns;
 
   std::mutex mu;  // guards the two members below (written by the listener)
@@ -40,7 +47,20 @@ struct Filter::Impl {
     std::lock_guard lock(mu);
     uint64_t& g = removed[r.pfn];
     g = std::max(g, r.generation);
+    if (r.reason == P2bMap::RemovalReason::kBlockWritten) {
+      rewritten_block[r.pfn].store(PackBlock(r.addr), std::memory_order_relaxed);
+    }
     if (mapped_gen[r.pfn].load(std::memory_order_relaxed) != 0) to_redirty.push_back(r.pfn);
+  }
+
+  // Whether one more mapping, after `pending` not yet written out, would
+  // leave the target more than the window to fetch.
+  bool WindowFull(uint64_t pending) {
+    const uint64_t limit = options.max_unfetched_mappings;
+    if (credits == nullptr || limit == 0) return false;
+    if (mappings_sent + pending + 1 <= fetched + limit) return false;
+    fetched = std::max(fetched, credits->Fetched());
+    return mappings_sent + pending + 1 > fetched + limit;
   }
 
   void RedirtyInvalidated() {
@@ -69,7 +89,11 @@ Filter::Filter(P2bMap* map, Domain* domain, IoTap* tap, RecordSink* out, FilterO
   impl_->credits = credits;
   impl_->nr_pfns = domain->nr_pfns();
   impl_->mapped_gen = std::make_unique<std::atomic<uint64_t>[]>(impl_->nr_pfns);
-  for (uint64_t i = 0; i < impl_->nr_pfns; ++i) impl_->mapped_gen[i].store(0);
+  impl_->rewritten_block = std::make_unique<std::atomic<uint64_t>[]>(impl_->nr_pfns);
+  for (uint64_t i = 0; i < impl_->nr_pfns; ++i) {
+    impl_->mapped_gen[i].store(0);
+    impl_->rewritten_block[i].store(0);
+  }
   Impl* impl = impl_.get();
   map->SetRemovalListener([impl](const P2bMap::Removal& r) { impl->OnRemoval(r); });
 }
@@ -88,6 +112,9 @@ void Filter::WriteHeaders(const ImageHeader& image, const DomainHeader& domain) 
         std::min<uint64_t>(impl_->options.max_unfetched_mappings, UINT32_MAX));
     std::memcpy(ask.body.data(), &limit, sizeof(limit));
     impl_->out->WriteRecord(ask);
+    if (impl_->options.lazy_resume) {
+      impl_->out->WriteRecord(Record{rec::kP2bLazyResume, std::vector<uint8_t>(8, 0)});
+    }
   }
 }
 
@@ -140,7 +167,12 @@ void Filter::Impl::FilterPageData(const Record& record) {
     if (regular && options.send_mappings) {
       uint64_t hash = PageHash(page);
       P2bMap::VerifyResult v = map->Verify(ref.pfn, hash);
-      if (v.addr) {
+      if (v.addr && options.data_after_block_rewrite &&
+          rewritten_block[ref.pfn].load(std::memory_order_relaxed) == PackBlock(*v.addr)) {
+        ++stats.pages_data_rewritten;
+      } else if (v.addr && options.data_when_window_full && WindowFull(mappings.size())) {
+        ++stats.pages_data_window_full;
+      } else if (v.addr) {
         mappings.push_back({ref.pfn, ref.type, *v.addr, hash});
         mapped_gen[ref.pfn].store(v.generation, std::memory_order_relaxed);
         continue;
@@ -156,12 +188,14 @@ void Filter::Impl::FilterPageData(const Record& record) {
     out->WriteRecord(data.Finish());
   }
   if (!mappings.empty()) {
-    // Flow control: the guest keeps running while we wait, so fetch work
-    // done now is not done during the downtime.
+    // Flow control, when full windows do not turn into data: the guest keeps
+    // running while we wait, so fetch work done now is not done during the
+    // downtime.
     uint64_t limit = options.max_unfetched_mappings;
-    if (credits != nullptr && limit != 0 && mappings_sent + mappings.size() > limit) {
+    if (credits != nullptr && limit != 0 && mappings_sent + mappings.size() > fetched + limit) {
       auto t0 = std::chrono::steady_clock::now();
       credits->WaitForFetched(mappings_sent + mappings.size() - limit);
+      fetched = std::max(fetched, credits->Fetched());
       stats.credit_wait_s +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
@@ -206,5 +240,14 @@ void Filter::Impl::SendFinalResends() {
 }
 
 FilterStats Filter::stats() const { return impl_->stats; }
+
+void Filter::SetMaxUnfetchedMappings(uint64_t n) { impl_->options.max_unfetched_mappings = n; }
+
+uint64_t Filter::UnfetchedMappings() const {
+  Impl& s = *impl_;
+  if (s.credits == nullptr) return 0;
+  s.fetched = std::max(s.fetched, s.credits->Fetched());
+  return s.mappings_sent - std::min(s.mappings_sent, s.fetched);
+}
 
 }  // namespace p2bmig

@@ -90,6 +90,7 @@ SaveStats SaveLoop::Run() {
 void SaveLoop::SendPages(std::vector<Pfn>& pfns, SaveProgress* progress) {
   ++stats_.rounds;
   stats_.round_pages.push_back(pfns.size());
+  stats_.round_start_ns.push_back(RealtimeNs());
   std::sort(pfns.begin(), pfns.end());
   if (progress_) progress_(*progress);  // the round begins (it may be empty)
   std::vector<uint8_t> buf(options_.batch_pages * kPageSize);

@@ -126,6 +126,8 @@ std::string RecordTypeName(uint32_t type) {
       return "P2B_ZERO_PAGES";
     case rec::kP2bFetchCredits:
       return "P2B_FETCH_CREDITS";
+    case rec::kP2bLazyResume:
+      return "P2B_LAZY_RESUME";
     default:
       return fmt::format("UNKNOWN_{:#010x}", type);
   }

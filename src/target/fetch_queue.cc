@@ -28,7 +28,13 @@
 // take landed reads in landing order, take their blocks' tags out of the map
 // under mu and call `deliver` without it (it may Submit).
 //
-// Pick() is the one place that decides what to read next.
+// Pick() is the one place that decides what to read next: retries, then
+// prioritized blocks (Prioritize, for a guest blocked on them), then the
+// oldest pending blocks. Prioritized ("urgent") reads are short and bounded by
+// their own limit (max_urgent_reads reads holding a buffer), not by the
+// in-flight or held-buffer limits of the ordinary reads, which they neither
+// wait for nor count against: a guest's fault must not queue behind a window
+// full of background reads.
 
 #include <algorithm>
 #include <atomic>
@@ -65,6 +71,7 @@ struct Read {
   uint64_t count = 0;
   std::unique_ptr<uint8_t[]> buf;
   int attempts = 0;
+  bool urgent = false;  // started for Prioritize
   size_t bytes() const { return static_cast<size_t>(count) * kPageSize; }
 };
 
@@ -92,6 +99,7 @@ struct FetchQueue::Impl {
   // Read buffers held at once (reads in the store plus landed reads not yet
   // delivered), at most: what the store may run ahead of the caller.
   size_t max_held_reads;
+  uint64_t urgent_run_blocks;  // blocks an urgent read spans at most
 
   // Reads handed back by the store, not yet processed under mu.
   struct Done {
@@ -110,6 +118,9 @@ struct FetchQueue::Impl {
   // Everything below is guarded by mu.
   std::vector<std::map<uint64_t, Block>> disks;      // undelivered blocks by disk
   std::deque<std::pair<uint64_t, BlockAddr>> order;  // pending blocks, oldest first
+  std::deque<BlockAddr> urgent;  // prioritized blocks, waiting for an urgent slot
+  size_t urgent_inflight = 0;    // urgent reads in `inflight`
+  size_t urgent_held = 0;        // urgent reads holding a buffer (in flight, landed, delivering)
   uint64_t next_seq = 0;
   size_t undelivered = 0;                             // requests
   std::vector<std::unique_ptr<Read>> inflight;        // issued, not yet landed (retries included)
@@ -117,7 +128,7 @@ struct FetchQueue::Impl {
   std::deque<std::unique_ptr<Read>> landed;           // read, not yet delivered; oldest first
   size_t delivering = 0;                              // reads taken out of `landed`, buffer in use
   std::vector<std::unique_ptr<uint8_t[]>> free_bufs;  // of max_read_bytes each
-  size_t inflight_bytes = 0;
+  size_t inflight_bytes = 0;                          // of the ordinary reads in `inflight`
   bool stopping = false;
   FetchStats stats;
   std::string failure;  // why, once a read failed for good; empty until then
@@ -125,8 +136,10 @@ struct FetchQueue::Impl {
   Impl(BlockStore* s, FetchOptions o) : store(s), options(o) {
     options.max_read_bytes = std::max(options.max_read_bytes, kPageSize);
     options.max_inflight_reads = std::max<size_t>(options.max_inflight_reads, 1);
+    options.max_urgent_reads = std::max<size_t>(options.max_urgent_reads, 1);
     max_run_blocks = options.max_read_bytes / kPageSize;
     max_held_reads = 2 * options.max_inflight_reads;
+    urgent_run_blocks = std::clamp<uint64_t>(options.urgent_read_blocks, 1, max_run_blocks);
     disks.resize(store->nr_disks());
   }
 
@@ -144,24 +157,42 @@ struct FetchQueue::Impl {
     cv.wait(l, [this] { return in_store == 0; });
   }
 
-  // How many blocks the next read may span given the limits; 0 if it has to
-  // wait. REQUIRES: mu held.
+  // How many blocks the next ordinary read may span given the limits; 0 if
+  // it has to wait. Urgent reads count against none of them. REQUIRES: mu
+  // held.
   uint64_t RunLimit() const {
-    if (inflight.size() + landed.size() + delivering >= max_held_reads) return 0;
-    if (inflight.empty()) return max_run_blocks;  // a read always fits then
-    if (inflight.size() >= options.max_inflight_reads) return 0;
+    if (inflight.size() + landed.size() + delivering - urgent_held >= max_held_reads) return 0;
+    const size_t normal = inflight.size() - urgent_inflight;
+    if (normal == 0) return max_run_blocks;  // a read always fits then
+    if (normal >= options.max_inflight_reads) return 0;
     if (inflight_bytes >= options.max_inflight_bytes) return 0;
     return std::min<uint64_t>(max_run_blocks,
                               (options.max_inflight_bytes - inflight_bytes) / kPageSize);
   }
 
   // Chooses the reads to start now and accounts them as in flight: failed
-  // reads due for another attempt first, then reads for the oldest pending
+  // reads due for another attempt first, then short reads around prioritized
+  // blocks while urgent slots are free, then reads for the oldest pending
   // blocks while the limits allow. REQUIRES: mu held.
   void Pick(std::vector<Read*>* start) {
     if (!failure.empty() || stopping) return;
     for (Read* r : retry) start->push_back(r);
     retry.clear();
+    while (!urgent.empty() && urgent_held < options.max_urgent_reads) {
+      BlockAddr addr = urgent.front();
+      urgent.pop_front();
+      auto& blocks = disks[addr.disk];
+      auto it = blocks.find(addr.block);
+      if (it == blocks.end() || it->second.read != nullptr) continue;  // read meanwhile
+      auto read = std::make_unique<Read>();
+      read->disk = addr.disk;
+      read->urgent = true;
+      Grow(blocks, it, urgent_run_blocks, read.get());
+      ++urgent_inflight;
+      ++urgent_held;
+      stats.urgent_reads++;
+      Track(std::move(read), start);
+    }
     while (!order.empty()) {
       auto [seq, addr] = order.front();
       auto& blocks = disks[addr.disk];
@@ -176,21 +207,27 @@ struct FetchQueue::Impl {
       auto read = std::make_unique<Read>();
       read->disk = addr.disk;
       Grow(blocks, it, limit, read.get());
-      // Buffers are reused: a fresh 1 MiB allocation is an mmap, page faults
-      // and zeroing for every read, which costs a third of the throughput.
-      if (!free_bufs.empty()) {
-        read->buf = std::move(free_bufs.back());
-        free_bufs.pop_back();
-      } else {
-        read->buf.reset(new uint8_t[options.max_read_bytes]);
-      }
-      inflight_bytes += read->bytes();
-      start->push_back(read.get());
-      inflight.push_back(std::move(read));
+      Track(std::move(read), start);
     }
     stats.reads += start->size();
     std::lock_guard<std::mutex> l(done_mu);
     in_store += start->size();
+  }
+
+  // Gives a picked read a buffer and accounts it as in flight.
+  // REQUIRES: mu held.
+  void Track(std::unique_ptr<Read> read, std::vector<Read*>* start) {
+    // Buffers are reused: a fresh 1 MiB allocation is an mmap, page faults
+    // and zeroing for every read, which costs a third of the throughput.
+    if (!free_bufs.empty()) {
+      read->buf = std::move(free_bufs.back());
+      free_bufs.pop_back();
+    } else {
+      read->buf.reset(new uint8_t[options.max_read_bytes]);
+    }
+    if (!read->urgent) inflight_bytes += read->bytes();
+    start->push_back(read.get());
+    inflight.push_back(std::move(read));
   }
 
   // Grows a read around the pending block `start` over pending blocks at
@@ -306,6 +343,9 @@ struct FetchQueue::Impl {
     }
     work.store(true);
     Kick();  // the next reads start here, not on the caller's thread
+    // After the read is in `completed`, so a Poll the hook triggers sees it;
+    // before in_store drops, so the destructor waits for the hook too.
+    if (options.on_read_done) options.on_read_done();
     std::lock_guard<std::mutex> l(done_mu);
     in_store--;
     callbacks_ended++;
@@ -376,7 +416,11 @@ struct FetchQueue::Impl {
   // Takes a read that left the store out of the in-flight set.
   // REQUIRES: mu held.
   std::unique_ptr<Read> Retire(Read* r) {
-    inflight_bytes -= r->bytes();
+    if (r->urgent) {
+      --urgent_inflight;
+    } else {
+      inflight_bytes -= r->bytes();
+    }
     auto it = std::find_if(inflight.begin(), inflight.end(),
                            [r](const std::unique_ptr<Read>& p) { return p.get() == r; });
     std::swap(*it, inflight.back());
@@ -387,6 +431,7 @@ struct FetchQueue::Impl {
 
   // REQUIRES: mu held.
   void Recycle(std::unique_ptr<Read> r) {
+    if (r->urgent) --urgent_held;
     if (free_bufs.size() < max_held_reads) free_bufs.push_back(std::move(r->buf));
   }
 
@@ -440,6 +485,22 @@ void FetchQueue::Submit(uint64_t tag, BlockAddr addr) {
     q.Pick(&start);
   }
   q.Start(&start);
+}
+
+bool FetchQueue::Prioritize(BlockAddr addr) {
+  Impl& q = *impl_;
+  std::vector<Read*> start;
+  {
+    std::lock_guard<std::mutex> l(q.mu);
+    if (!q.failure.empty() || addr.disk >= q.disks.size()) return false;
+    auto& blocks = q.disks[addr.disk];
+    auto it = blocks.find(addr.block);
+    if (it == blocks.end() || it->second.read != nullptr) return false;
+    q.urgent.push_back(addr);
+    q.Pick(&start);
+  }
+  q.Start(&start);
+  return true;
 }
 
 size_t FetchQueue::Poll(const Deliver& deliver) {

@@ -1,10 +1,16 @@
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <unordered_map>
 #include <vector>
 
 #include <fmt/format.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <p2bmig/hash.h>
 #include <p2bmig/resolver.h>
@@ -13,6 +19,36 @@ namespace p2bmig {
 namespace {
 
 constexpr size_t kOutBatch = 1024;
+constexpr size_t kRequestBatch = 1024;  // pfns per page request to the source
+constexpr int kLazyTickMs = 50;
+
+using Clock = std::chrono::steady_clock;
+
+int MakeEventFd() {
+  int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) throw Error(ErrorKind::kInternal, "eventfd failed");
+  return fd;
+}
+
+// Owns a file descriptor; declared before the fetch queue in Impl, so that it
+// is closed only after the queue (whose reads signal it) is gone.
+struct OwnedFd {
+  explicit OwnedFd(int f) : fd(f) {}
+  ~OwnedFd() { ::close(fd); }
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  int fd;
+};
+
+// The hook runs on the store's thread, concurrently with the resolver's: it
+// only writes to the eventfd, which outlives the queue (see OwnedFd).
+FetchOptions WithWakeup(FetchOptions o, int fd) {
+  o.on_read_done = [fd] {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof(one));
+  };
+  return o;
+}
 
 struct PendingMapping {
   Pfn pfn = 0;
@@ -26,11 +62,16 @@ struct PendingMapping {
 
 struct Resolver::Impl {
   Impl(BlockStore* s, RecordSink* o, const ResolverOptions& opt)
-      : store(s), out(o), options(opt), queue(s, opt.fetch) {}
+      : store(s),
+        out(o),
+        options(opt),
+        wake(MakeEventFd()),
+        queue(s, WithWakeup(opt.fetch, wake.fd)) {}
 
   BlockStore* store;
   RecordSink* out;
   ResolverOptions options;
+  OwnedFd wake;  // readable when a fetch has completed (lazy phase)
   FetchQueue queue;
   ResolverStats stats;
   bool disks_checked = false;
@@ -47,6 +88,54 @@ struct Resolver::Impl {
   PageDataBuilder fetched;
   // Newest-record mappings whose block did not match its hash.
   std::unordered_map<Pfn, PendingMapping> mismatched;
+
+  // Lazy restore.
+  bool lazy_offered = false;
+  bool lazy_phase = false;  // after END: fetched pages go to `memory`
+  MissingPageMemory* memory = nullptr;
+  struct Missing {
+    BlockAddr addr;
+    bool requested = false;    // asked of the source
+    bool need_source = false;  // the storage cannot supply it
+    bool faulted = false;
+    Clock::time_point fault_at;
+  };
+  std::unordered_map<Pfn, Missing> missing;
+  std::vector<Pfn> to_request;  // to ask the source for
+  uint64_t need_source = 0;     // missing pages only the source can supply
+  LazyStats lazy;
+
+  // The storage cannot supply `pfn`: only the source can.
+  void NeedSource(Pfn pfn) {
+    auto it = missing.find(pfn);
+    if (it == missing.end()) return;
+    if (!it->second.need_source) {
+      it->second.need_source = true;
+      ++need_source;
+    }
+    to_request.push_back(pfn);
+  }
+
+  bool lazy_enabled() const { return lazy_offered && options.allow_lazy; }
+
+  // Installs a missing page (never over a present one).
+  void InstallMissing(Pfn pfn, const uint8_t* data, bool from_source) {
+    auto it = missing.find(pfn);
+    if (it == missing.end()) return;  // installed already
+    if (!memory->Install(pfn, data)) {
+      ++lazy.already_present;
+    } else if (from_source) {
+      ++lazy.from_source;
+    } else {
+      ++lazy.fetched;
+    }
+    if (it->second.need_source) --need_source;
+    if (it->second.faulted) {
+      lazy.fault_wait_s.push_back(
+          std::chrono::duration<double>(Clock::now() - it->second.fault_at).count());
+    }
+    missing.erase(it);
+  }
 
   // A newer record for `pfn` arrived: whatever an older one owes is void.
   void Supersede(Pfn pfn) {
@@ -84,10 +173,18 @@ struct Resolver::Impl {
         Submit(again);
         return;
       }
+      if (lazy_phase) {
+        NeedSource(m.pfn);  // the source still has it
+        return;
+      }
       mismatched[m.pfn] = m;
       return;
     }
     ++stats.fetches_applied;
+    if (lazy_phase) {
+      InstallMissing(m.pfn, data, false);
+      return;
+    }
     fetched.Add(m.pfn, m.type, data);
     if (fetched.count() >= kOutBatch) EmitFetched();
   }
@@ -233,13 +330,24 @@ void Resolver::WriteRecord(const Record& record) {
     case rec::kP2bFetchCredits:
       s.credits_wanted = true;  // ours alone: not passed on
       return;
+    case rec::kP2bLazyResume:
+      s.lazy_offered = true;  // ours alone: not passed on
+      return;
     case rec::kPageData:
       s.OnPageData(record);
       return;
-    case rec::kVerify:
     case rec::kX86TscInfo:
-    case rec::kCheckpoint:
     case rec::kEnd:
+      if (s.lazy_enabled()) {
+        // Lazy restore: what is fetched goes in now, the rest while the
+        // guest runs (FinishLazily).
+        s.EmitFetched();
+        break;
+      }
+      s.DrainAll();
+      break;
+    case rec::kVerify:
+    case rec::kCheckpoint:
       // Memory must be complete before the restore moves past memory.
       s.DrainAll();
       break;
@@ -261,6 +369,130 @@ uint64_t Resolver::mappings_fetched() const {
 }
 
 bool Resolver::credits_wanted() const { return impl_->credits_wanted; }
+
+bool Resolver::lazy() const { return impl_->lazy_enabled(); }
+
+std::vector<Pfn> Resolver::MissingPfns() const {
+  std::vector<Pfn> pfns;
+  for (const auto& [pfn, tag] : impl_->newest_tag) pfns.push_back(pfn);
+  for (const auto& [pfn, m] : impl_->mismatched) pfns.push_back(pfn);
+  std::sort(pfns.begin(), pfns.end());
+  return pfns;
+}
+
+LazyStats Resolver::FinishLazily(MissingPageMemory* memory, PageSource* source) {
+  Impl& s = *impl_;
+  s.memory = memory;
+  s.lazy_phase = true;
+  for (const auto& [pfn, tag] : s.newest_tag) s.missing[pfn].addr = s.in_flight.at(tag).addr;
+  for (const auto& [pfn, m] : s.mismatched) s.missing[pfn].addr = m.addr;
+  s.lazy.missing_at_resume = s.missing.size();
+  // Mismatched blocks get the second read paper mode gives them at the end.
+  std::unordered_map<Pfn, PendingMapping> retry;
+  retry.swap(s.mismatched);
+  for (const auto& [pfn, m] : retry) s.Submit(m);
+
+  bool storage_ok = true;
+  std::vector<Pfn> faults;
+  const auto fault_source_after = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(s.options.lazy_fault_source_after_s));
+  const auto stall_limit = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(s.options.lazy_storage_stall_s));
+  auto last_progress = Clock::now();
+  std::deque<std::pair<Clock::time_point, Pfn>> waiting;  // faults, oldest first
+  auto fail_storage = [&](const std::exception& e) {
+    s.lazy.storage_error = e.what();
+    storage_ok = false;
+    s.lazy.storage_failures = 1;
+    std::vector<Pfn> all;
+    for (const auto& [pfn, m] : s.missing) all.push_back(pfn);
+    for (Pfn pfn : all) s.NeedSource(pfn);
+  };
+  while (!s.missing.empty()) {
+    // The guest's waiting accesses jump the queue.
+    faults.clear();
+    memory->TakeFaults(&faults);
+    for (Pfn pfn : faults) {
+      auto it = s.missing.find(pfn);
+      if (it == s.missing.end()) {
+        memory->Wake(pfn);
+        continue;
+      }
+      Impl::Missing& m = it->second;
+      if (!m.faulted) {
+        m.faulted = true;
+        m.fault_at = Clock::now();
+        waiting.push_back({m.fault_at, pfn});
+        ++s.lazy.faults;
+      }
+      if (storage_ok && !m.requested) s.queue.Prioritize(m.addr);
+    }
+    if (storage_ok) {
+      try {
+        size_t before = s.missing.size();
+        s.Poll();
+        if (s.missing.size() != before) last_progress = Clock::now();
+        if (Clock::now() - last_progress > stall_limit) {
+          throw Error(ErrorKind::kIo,
+                      fmt::format("no block arrived for {} s", s.options.lazy_storage_stall_s));
+        }
+      } catch (const Error& e) {
+        fail_storage(e);
+      }
+    }
+    // The guest has waited long for these: the source has them too.
+    while (!waiting.empty() && Clock::now() - waiting.front().first > fault_source_after) {
+      Pfn pfn = waiting.front().second;
+      waiting.pop_front();
+      auto it = s.missing.find(pfn);
+      if (it != s.missing.end() && !it->second.requested) s.to_request.push_back(pfn);
+    }
+    // Pages from the source; then, if it is gone, whether we still need it.
+    bool source_alive = source->alive();
+    source->TakePages([&s](Pfn pfn, const uint8_t* data) { s.InstallMissing(pfn, data, true); });
+    if (!s.to_request.empty()) {
+      std::vector<Pfn> ask;
+      for (Pfn pfn : s.to_request) {
+        auto it = s.missing.find(pfn);
+        if (it == s.missing.end() || it->second.requested) continue;
+        it->second.requested = true;
+        ask.push_back(pfn);
+      }
+      s.to_request.clear();
+      std::sort(ask.begin(), ask.end());
+      for (size_t i = 0; i < ask.size(); i += kRequestBatch) {
+        size_t n = std::min(kRequestBatch, ask.size() - i);
+        if (!source->Request(std::span<const Pfn>(ask.data() + i, n))) source_alive = false;
+      }
+    }
+    if (!source_alive && s.need_source > 0) {
+      auto it = std::find_if(s.missing.begin(), s.missing.end(),
+                             [](const auto& e) { return e.second.need_source; });
+      if (it != s.missing.end()) {
+        throw Error(ErrorKind::kNetwork,
+                    fmt::format("lazy restore: {} page(s) are missing (e.g. pfn {:#x}), the "
+                                "shared storage cannot supply them and the source is gone",
+                                s.missing.size(), it->first));
+      }
+    }
+    if (s.options.on_lazy_progress) s.options.on_lazy_progress(s.lazy);
+    if (s.missing.empty()) break;
+    pollfd fds[3] = {
+        {memory->fault_fd(), POLLIN, 0}, {s.wake.fd, POLLIN, 0}, {source->ready_fd(), POLLIN, 0}};
+    if (::poll(fds, 3, kLazyTickMs) < 0 && errno != EINTR) {
+      throw Error(ErrorKind::kInternal, "poll failed in lazy restore");
+    }
+    uint64_t count;
+    while (::read(s.wake.fd, &count, sizeof(count)) > 0) {
+    }
+  }
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  s.lazy.all_present_ns = int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+  s.lazy_phase = false;
+  source->AllPresent();
+  return s.lazy;
+}
 
 ResolverStats Resolver::stats() const {
   ResolverStats st = impl_->stats;

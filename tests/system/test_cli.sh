@@ -21,6 +21,13 @@ expect_output "unknown workload"
 expect_exit 2 "bad endpoint" -- "$P2BMIG" send --to localhost --disk "$WORK/disk.img" --memory 64M
 expect_output "HOST:PORT"
 
+expect_exit 2 "lazy mode to a file" -- "$P2BMIG" send --output "$WORK/s" --disk "$WORK/disk.img" --mode lazy
+expect_output "needs a receiver"
+expect_exit 2 "unknown mode" -- "$P2BMIG" send --output "$WORK/s" --disk "$WORK/disk.img" --mode fast
+expect_output "unknown mode"
+expect_exit 2 "lazy receive from a file" -- "$P2BMIG" receive --input "$WORK/s" --disk "$WORK/disk.img" --mode lazy
+expect_output "needs --listen"
+
 # A peer that is not there.
 expect_exit 1 "unreachable receiver" -- "$P2BMIG" send --to 127.0.0.1:9 --connect-wait 0.5 \
   --disk "$WORK/disk.img" --memory 64M --insecure

@@ -10,6 +10,9 @@
 
 #include <p2bmig/transport.h>
 
+#include "sim/fetch_credits.h"
+#include "sim/resumed_guest.h"
+
 namespace p2bmig::test {
 
 // A peer that fails closes its end; writes must then fail, not kill the test.
@@ -95,6 +98,56 @@ void DelayedStore::Run() {
   }
 }
 
+GatedStore::GatedStore(BlockStore* target, double safety_s) : BlockStoreWrapper(target) {
+  safety_ = std::thread([this, safety_s] {
+    std::unique_lock lock(mu_);
+    bool stop = cv_.wait_for(lock, std::chrono::duration<double>(safety_s),
+                             [this] { return open_ || stop_; });
+    lock.unlock();
+    if (!stop) Open();
+  });
+}
+
+GatedStore::~GatedStore() {
+  Open();
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+  safety_.join();
+}
+
+void GatedStore::ReadAsync(uint32_t disk, uint64_t offset, size_t len, uint8_t* buf,
+                           ReadDone done) {
+  {
+    std::lock_guard lock(mu_);
+    if (!open_) {
+      held_.push_back({disk, offset, len, buf, std::move(done)});
+      return;
+    }
+  }
+  BlockStoreWrapper::ReadAsync(disk, offset, len, buf, std::move(done));
+}
+
+void GatedStore::Open() {
+  std::vector<Held> held;
+  {
+    std::lock_guard lock(mu_);
+    if (open_) return;
+    open_ = true;
+    held.swap(held_);
+    cv_.notify_all();
+  }
+  for (Held& h : held)
+    BlockStoreWrapper::ReadAsync(h.disk, h.offset, h.len, h.buf, std::move(h.done));
+}
+
+bool GatedStore::opened() {
+  std::lock_guard lock(mu_);
+  return open_;
+}
+
 MigrationResult RunMigration(sim::SourceHost* source, sim::TargetHost* target, uint64_t rate_bps) {
   auto [src_end, dst_end] = StreamPair();
   std::unique_ptr<ByteStream> limited;
@@ -110,6 +163,8 @@ MigrationResult RunMigration(sim::SourceHost* source, sim::TargetHost* target, u
   std::thread t([&, dst = std::move(dst_end)]() mutable {
     try {
       result.target = target->Receive(dst.get());
+      // As p2bmig receive does once the memory is stored.
+      if (!result.target.source_lost) sim::SendCommit(dst.get());
     } catch (...) {
       target_error = std::current_exception();
     }
@@ -127,8 +182,28 @@ MigrationResult RunMigration(sim::SourceHost* source, sim::TargetHost* target, u
   t.join();
   if (source_error) std::rethrow_exception(source_error);
   if (target_error) std::rethrow_exception(target_error);
-  result.differing_pages = DifferingPages(source->guest().memory(), target->memory());
+  result.differing_pages =
+      DifferingPagesAfterLazyRestore(source->guest().memory(), target->memory(), result.target);
   return result;
+}
+
+uint64_t DifferingPagesAfterLazyRestore(const sim::GuestMemory& source,
+                                        const sim::GuestMemory& target,
+                                        const sim::TargetReport& report) {
+  if (report.guest_writes.empty()) return DifferingPages(source, target);
+  if (source.nr_pages() != target.nr_pages()) {
+    return std::max(source.nr_pages(), target.nr_pages());
+  }
+  // What the target must hold: the source's memory at its pause with the
+  // resumed guest's read-modify-writes replayed on top.
+  std::vector<uint8_t> expected(source.nr_pages() * kPageSize);
+  std::memcpy(expected.data(), source.page(0), expected.size());
+  sim::ApplyGuestWrites(expected.data(), source.nr_pages(), report.guest_writes);
+  uint64_t n = 0;
+  for (Pfn p = 0; p < source.nr_pages(); ++p) {
+    n += std::memcmp(expected.data() + p * kPageSize, target.page(p), kPageSize) != 0 ? 1 : 0;
+  }
+  return n;
 }
 
 uint64_t DifferingPages(const sim::GuestMemory& a, const sim::GuestMemory& b) {

@@ -71,6 +71,35 @@ class DelayedStore : public BlockStoreWrapper {
   std::thread thread_;
 };
 
+// Holds every read until Open(): reads issued before start then, in order.
+// Makes "the storage has not answered yet" a fact rather than a matter of
+// timing (e.g. every mapped page still missing when a lazy restore resumes
+// the guest). Opens itself at destruction, and after `safety_s` at the
+// latest, so that a test that never opens it fails rather than hangs.
+class GatedStore : public BlockStoreWrapper {
+ public:
+  explicit GatedStore(BlockStore* target, double safety_s = 120);
+  ~GatedStore() override;
+  void ReadAsync(uint32_t disk, uint64_t offset, size_t len, uint8_t* buf, ReadDone done) override;
+  void Open();  // any thread; idempotent
+  bool opened();
+
+ private:
+  struct Held {
+    uint32_t disk;
+    uint64_t offset;
+    size_t len;
+    uint8_t* buf;
+    ReadDone done;
+  };
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  bool stop_ = false;
+  std::vector<Held> held_;
+  std::thread safety_;
+};
+
 struct MigrationResult {
   sim::SourceReport source;
   sim::TargetReport target;
@@ -84,6 +113,13 @@ MigrationResult RunMigration(sim::SourceHost* source, sim::TargetHost* target,
 
 // Number of pages whose content differs between the two memories.
 uint64_t DifferingPages(const sim::GuestMemory& a, const sim::GuestMemory& b);
+
+// The same after a lazy restore: pages the resumed guest wrote must hold the
+// source's content with those writes replayed on top; all others the
+// source's content.
+uint64_t DifferingPagesAfterLazyRestore(const sim::GuestMemory& source,
+                                        const sim::GuestMemory& target,
+                                        const sim::TargetReport& report);
 
 }  // namespace p2bmig::test
 

@@ -527,3 +527,145 @@ TEST_F(FetchQueueTest, PollDeliversWithoutWaiting) {
 
 }  // namespace
 }  // namespace p2bmig
+
+namespace p2bmig {
+namespace {
+
+// A block the guest waits for jumps the queue: with the one ordinary read
+// slot busy, it is read at once, in a short read, and its data is right.
+TEST_F(FetchQueueTest, PrioritizedBlockIsReadBeforeOlderOnes) {
+  RecordingStore rec(store_.get());
+  FetchOptions o;
+  o.max_inflight_reads = 1;
+  o.urgent_read_blocks = 4;
+  FetchQueue q(&rec, o);
+  rec.Hold();  // no read completes, so none starts the next one
+  std::map<uint64_t, uint64_t> tags;
+  // Blocks 100 apart: every one is a read of its own.
+  for (uint64_t i = 0; i < 40; ++i) {
+    tags[i] = i * 100;
+    q.Submit(i, {0, i * 100});
+  }
+  EXPECT_TRUE(q.Prioritize({0, 3900}));
+  EXPECT_FALSE(q.Prioritize({0, 3900})) << "already being read";
+  EXPECT_FALSE(q.Prioritize({0, 3901})) << "never asked for";
+  EXPECT_FALSE(q.Prioritize({0, 0})) << "the ordinary read in flight covers it";
+  EXPECT_FALSE(q.Prioritize({7, 0})) << "no such disk";
+  auto reads = rec.reads();
+  ASSERT_EQ(reads.size(), 2u);
+  EXPECT_EQ(reads[0].first, 0u);     // the oldest block, started by Submit
+  EXPECT_EQ(reads[1].first, 3900u);  // the prioritized one, right after
+  EXPECT_EQ(reads[1].second, 1u);
+  EXPECT_EQ(q.stats().urgent_reads, 1u);
+  rec.Release(false);
+  DrainAndCheck(q, tags);
+  // It was not read a second time in its place in the queue.
+  size_t reads_of_3900 = 0;
+  for (auto [first, count] : rec.reads()) reads_of_3900 += first <= 3900 && 3900 < first + count;
+  EXPECT_EQ(reads_of_3900, 1u);
+  EXPECT_EQ(rec.reads().size(), 40u);
+}
+
+// A prioritized read takes pending neighbours along, up to its limit.
+TEST_F(FetchQueueTest, PrioritizedReadTakesPendingNeighbours) {
+  RecordingStore rec(store_.get());
+  FetchOptions o;
+  o.max_inflight_reads = 1;
+  o.urgent_read_blocks = 4;
+  FetchQueue q(&rec, o);
+  rec.Hold();
+  std::map<uint64_t, uint64_t> tags;
+  tags[0] = 0;
+  q.Submit(0, {0, 0});  // occupies the ordinary slot
+  for (uint64_t b = 1000; b < 1010; ++b) {
+    tags[b] = b;
+    q.Submit(b, {0, b});
+  }
+  EXPECT_TRUE(q.Prioritize({0, 1001}));
+  auto reads = rec.reads();
+  ASSERT_EQ(reads.size(), 2u);
+  EXPECT_LE(reads[1].first, 1001u);
+  EXPECT_GT(reads[1].first + reads[1].second, 1001u);
+  EXPECT_EQ(reads[1].second, 4u);
+  rec.Release(false);
+  DrainAndCheck(q, tags);
+}
+
+// Prioritized reads start even when the ordinary reads may not: the window
+// is full and every buffer the ordinary reads may hold is held by landed
+// reads nobody collected. They have a bound of their own (max_urgent_reads
+// buffers); prioritized blocks beyond it start once the caller delivers.
+TEST_F(FetchQueueTest, PrioritizedReadsBypassTheHeldBufferBound) {
+  RecordingStore rec(store_.get());
+  FetchOptions o;
+  o.max_inflight_reads = 1;  // at most 2 buffers for ordinary reads
+  o.max_gap_blocks = 0;
+  o.urgent_read_blocks = 1;
+  o.max_urgent_reads = 2;
+  FetchQueue q(&rec, o);
+  rec.Hold();
+  std::map<uint64_t, uint64_t> tags;
+  for (uint64_t i = 0; i < 10; ++i) {
+    tags[i] = i * 100;
+    q.Submit(i, {0, i * 100});
+  }
+  // Blocks 0 and 100 land; nobody collects them.
+  ASSERT_TRUE(rec.WaitHeld(1));
+  rec.Release(true);
+  ASSERT_TRUE(rec.WaitHeld(1));
+  rec.Release(true);
+  EXPECT_EQ(rec.cur_reads(), 0u);
+  ASSERT_EQ(rec.reads().size(), 2u) << "the held-buffer bound stops ordinary reads";
+  for (uint64_t b : {700, 800, 900}) EXPECT_TRUE(q.Prioritize({0, b}));
+  std::vector<std::pair<uint64_t, uint64_t>> want = {{0, 1}, {100, 1}, {700, 1}, {800, 1}};
+  EXPECT_EQ(rec.reads(), want) << "two urgent reads start at once, the third waits";
+  // Both land; still nobody collects: the third waits for a delivery.
+  ASSERT_TRUE(rec.WaitHeld(2));
+  rec.Release(true);
+  EXPECT_EQ(rec.reads(), want);
+  EXPECT_EQ(q.stats().urgent_reads, 2u);
+  rec.Release(false);
+  DrainAndCheck(q, tags);
+  EXPECT_EQ(q.stats().urgent_reads, 3u);
+  EXPECT_EQ(rec.reads().size(), 10u);  // each block read once
+}
+
+// The read-done hook runs once per completed read attempt, failed ones
+// included, and only once the read is visible: a Poll right after it
+// delivers without waiting.
+TEST_F(FetchQueueTest, ReadDoneHookRunsAfterTheReadIsVisible) {
+  FailingStore failing(store_.get(), 50, 2, /*on_store_thread=*/true);
+  std::mutex mu;
+  std::condition_variable cv;
+  int calls = 0;
+  FetchOptions o;
+  o.retries = 3;
+  o.on_read_done = [&] {
+    std::lock_guard<std::mutex> l(mu);
+    calls++;
+    cv.notify_all();
+  };
+  FetchQueue q(&failing, o);
+  q.Submit(1, {0, 3000});
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(60), [&] { return calls >= 1; }));
+  }
+  size_t delivered = q.Poll([&](uint64_t tag, const uint8_t* data) {
+    EXPECT_EQ(tag, 1u);
+    EXPECT_EQ(std::memcmp(data, Block(3000), kPageSize), 0);
+  });
+  EXPECT_EQ(delivered, 1u);
+  q.Submit(2, {0, 50});  // fails twice, then lands
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(60), [&] { return calls >= 4; }));
+  }
+  EXPECT_EQ(q.Poll([](uint64_t, const uint8_t*) {}), 1u);
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_EQ(calls, 4);
+  EXPECT_EQ(q.stats().retries, 2u);
+}
+
+}  // namespace
+}  // namespace p2bmig

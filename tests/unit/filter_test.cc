@@ -1,6 +1,7 @@
 // The filter on its own: a simulated guest as its Domain and IoTap, a p2b
 // map fed with hand-made I/O events, and the records it emits.
 
+#include <algorithm>
 #include <cstring>
 
 #include <gtest/gtest.h>
@@ -152,6 +153,146 @@ TEST_F(FilterTest, AfterVerifyEverythingPassesUnchanged) {
   filter_->WriteRecord(r);
   EXPECT_EQ(out_.records.back().body, r.body);
   EXPECT_TRUE(Mappings().empty());
+}
+
+// The target's fetch credits as the test sets them: what the filter would
+// read from the link's reverse direction. A wait is recorded and, as a
+// target that catches up would, satisfied at once.
+class ScriptedCredits : public FetchCredits {
+ public:
+  void WaitForFetched(uint64_t n) override {
+    waits.push_back(n);
+    fetched = std::max(fetched, n);
+  }
+  uint64_t Fetched() override { return fetched; }
+
+  uint64_t fetched = 0;
+  std::vector<uint64_t> waits;
+};
+
+class FilterWithCreditsTest : public FilterTest {
+ protected:
+  // Replaces the fixture's filter by one with a window of `window` mappings.
+  void UseCredits(uint64_t window, bool data_when_full) {
+    filter_.reset();
+    out_.records.clear();
+    FilterOptions o;
+    o.max_unfetched_mappings = window;
+    o.data_when_window_full = data_when_full;
+    filter_ = std::make_unique<Filter>(map_.get(), guest_.get(), guest_.get(), &out_, o, &credits_);
+    filter_->WriteHeaders(ImageHeader{}, DomainHeader{});
+  }
+
+  std::vector<Pfn> MappedPfns() const {
+    std::vector<Pfn> pfns;
+    for (const PageMapping& m : Mappings()) pfns.push_back(m.pfn);
+    return pfns;
+  }
+
+  ScriptedCredits credits_;
+};
+
+TEST_F(FilterWithCreditsTest, AFullWindowSendsMappablePagesAsData) {
+  UseCredits(2, true);
+  for (Pfn p = 100; p < 105; ++p) ReadInto(p, p - 90, static_cast<uint8_t>(p));
+  SendPages({100, 101, 102, 103, 104});
+  // Two fill the window; the other three leave with their content, exact.
+  EXPECT_EQ(MappedPfns(), (std::vector<Pfn>{100, 101}));
+  auto mem = out_.Memory();
+  for (Pfn p = 102; p < 105; ++p) {
+    ASSERT_EQ(mem.count(p), 1u) << p;
+    EXPECT_EQ(0, std::memcmp(mem[p].data(), Page(p), kPageSize)) << p;
+  }
+  EXPECT_EQ(mem.count(100) + mem.count(101), 0u);
+  EXPECT_TRUE(credits_.waits.empty()) << "the filter waited instead of sending data";
+  EXPECT_EQ(filter_->stats().pages_data_window_full, 3u);
+  EXPECT_EQ(filter_->UnfetchedMappings(), 2u);
+
+  // The target reports one fetched: one more mapping fits, then data again.
+  credits_.fetched = 1;
+  for (Pfn p = 105; p < 107; ++p) ReadInto(p, p - 90, static_cast<uint8_t>(p));
+  SendPages({105, 106});
+  EXPECT_EQ(MappedPfns(), (std::vector<Pfn>{100, 101, 105}));
+  EXPECT_EQ(out_.Memory().count(106), 1u);
+  EXPECT_EQ(filter_->stats().pages_data_window_full, 4u);
+  EXPECT_EQ(filter_->stats().pages_mapped, 3u);
+}
+
+TEST_F(FilterWithCreditsTest, WithoutDataWhenFullTheFilterWaits) {
+  UseCredits(2, false);
+  for (Pfn p = 100; p < 105; ++p) ReadInto(p, p - 90, static_cast<uint8_t>(p));
+  SendPages({100, 101, 102, 103, 104});
+  EXPECT_EQ(MappedPfns(), (std::vector<Pfn>{100, 101, 102, 103, 104}));
+  EXPECT_EQ(credits_.waits, (std::vector<uint64_t>{3}));
+  EXPECT_EQ(filter_->stats().pages_data_window_full, 0u);
+}
+
+TEST_F(FilterWithCreditsTest, ASmallerWindowTakesEffectAtTheNextRecord) {
+  UseCredits(100, true);
+  for (Pfn p = 100; p < 104; ++p) ReadInto(p, p - 90, static_cast<uint8_t>(p));
+  SendPages({100, 101});
+  filter_->SetMaxUnfetchedMappings(3);
+  SendPages({102, 103});
+  EXPECT_EQ(MappedPfns(), (std::vector<Pfn>{100, 101, 102}));
+  EXPECT_EQ(out_.Memory().count(103), 1u);
+}
+
+TEST_F(FilterTest, APageWhoseBlockWasRewrittenGoesAsData) {
+  ReadInto(100, 5, 0x11);
+  SendPages({100});
+  ASSERT_EQ(Mappings().size(), 1u);
+  // The guest rewrites the page and writes it back to block 5: the mapping
+  // sent is stale, and the page maps block 5 with its new content.
+  ReadInto(100, 5, 0x12, IoOp::kWrite);
+  ASSERT_TRUE(map_->Lookup(100).has_value());
+  SendPages({100});
+  EXPECT_EQ(Mappings().size(), 1u) << "a page of a block being rewritten was mapped again";
+  auto mem = out_.Memory();
+  ASSERT_EQ(mem.count(100), 1u);
+  EXPECT_EQ(0, std::memcmp(mem[100].data(), Page(100), kPageSize));
+  EXPECT_EQ(filter_->stats().pages_data_rewritten, 1u);
+  // Nothing is left to re-send at the end: the newest record is data.
+  filter_->WriteRecord(Record{rec::kX86TscInfo, std::vector<uint8_t>(24, 0)});
+  EXPECT_EQ(filter_->stats().pages_resent, 0u);
+}
+
+TEST_F(FilterTest, APageWhoseBlockWasRewrittenBeforeItsFirstSendGoesAsData) {
+  ReadInto(100, 5, 0x11);
+  ReadInto(101, 6, 0x21);
+  ReadInto(100, 5, 0x12, IoOp::kWrite);  // block 5 rewritten during the migration
+  SendPages({100, 101});
+  ASSERT_EQ(Mappings().size(), 1u);
+  EXPECT_EQ(Mappings()[0].pfn, 101u);
+  auto mem = out_.Memory();
+  ASSERT_EQ(mem.count(100), 1u);
+  EXPECT_EQ(0, std::memcmp(mem[100].data(), Page(100), kPageSize));
+  EXPECT_EQ(filter_->stats().pages_data_rewritten, 1u);
+}
+
+TEST_F(FilterTest, APageReusedForAnotherBlockIsMappedAgain) {
+  ReadInto(100, 5, 0x11);
+  SendPages({100});
+  ReadInto(200, 5, 0x99, IoOp::kWrite);  // block 5 rewritten: the mapping is stale
+  ReadInto(100, 9, 0x33);                // the page now caches block 9, not rewritten
+  SendPages({100});
+  ASSERT_EQ(Mappings().size(), 2u);
+  EXPECT_EQ(Mappings()[1].addr, (BlockAddr{0, 9}));
+  EXPECT_EQ(filter_->stats().pages_data_rewritten, 0u);
+}
+
+TEST_F(FilterTest, RewrittenBlocksMayStillBeMappedWhenAsked) {
+  filter_.reset();
+  out_.records.clear();
+  FilterOptions o;
+  o.data_after_block_rewrite = false;
+  filter_ = std::make_unique<Filter>(map_.get(), guest_.get(), guest_.get(), &out_, o);
+  filter_->WriteHeaders(ImageHeader{}, DomainHeader{});
+  ReadInto(100, 5, 0x11);
+  SendPages({100});
+  ReadInto(100, 5, 0x12, IoOp::kWrite);
+  SendPages({100});
+  ASSERT_EQ(Mappings().size(), 2u);
+  EXPECT_EQ(Mappings()[1].hash, PageHash(Page(100)));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 # in the xen-in-qemu lab notes.
 #
 #   build-images.sh --helper P [--trackd P] [--xl-wrapper P] [--blkback-builder SCRIPT]
+#                   [--patched-xl P]
 #
 #   --helper           p2bmig-save-helper (required)
 #   --trackd           p2bmig-trackd, the dom0 daemon that keeps the p2b maps
@@ -13,6 +14,9 @@
 #   --blkback-builder  scripts/build-blkback-tap.sh: called as
 #                      `SCRIPT --kernel-abi <ABI> <OUTDIR>` for the exact
 #                      kernel the image boots; must leave OUTDIR/xen-blkback.ko
+#   --patched-xl       xl built with xen-patches/xl-4.17-shared-storage.patch
+#                      (scripts/check-xen-patches.sh --out), installed as
+#                      /usr/local/lib/p2bmig/xl-patched/xl beside the stock xl
 #
 # Output in $W (default /tmp/p2bmig-xen/build):
 #   xen-current.elf   the archive's current xen-hypervisor-4.17-amd64
@@ -34,13 +38,14 @@
 # rebuilt every time (seconds). Delete $W to start over.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-HELPER="" TRACKD="" XL_WRAPPER="" BLKBACK_BUILDER=""
+HELPER="" TRACKD="" XL_WRAPPER="" BLKBACK_BUILDER="" PATCHED_XL=""
 while [ $# -gt 0 ]; do
   case $1 in
     --helper) HELPER=$(readlink -f "$2"); shift 2 ;;
     --trackd) TRACKD=$(readlink -f "$2"); shift 2 ;;
     --xl-wrapper) XL_WRAPPER=$(readlink -f "$2"); shift 2 ;;
     --blkback-builder) BLKBACK_BUILDER=$(readlink -f "$2"); shift 2 ;;
+    --patched-xl) PATCHED_XL=$(readlink -f "$2"); shift 2 ;;
     *) echo "build-images.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -245,6 +250,11 @@ if [ -n "$XL_WRAPPER" ]; then
   sed 's|@P2BMIG_SAVE_HELPER_PATH@|/usr/local/bin/p2bmig-save-helper|g' "$XL_WRAPPER" \
     > dom0-root/usr/local/bin/p2bmig-xl
   chmod 755 dom0-root/usr/local/bin/p2bmig-xl
+fi
+rm -rf dom0-root/usr/local/lib/p2bmig
+if [ -n "$PATCHED_XL" ]; then
+  mkdir -p dom0-root/usr/local/lib/p2bmig/xl-patched
+  install -m 755 "$PATCHED_XL" dom0-root/usr/local/lib/p2bmig/xl-patched/xl
 fi
 ldconfig -r dom0-root
 [ ! -f blkback/xen-blkback.ko ] || cp blkback/xen-blkback.ko dom0-root/root/p2bmig/xen-blkback.ko

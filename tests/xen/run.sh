@@ -77,7 +77,7 @@ done
 kill "$TPID" 2>/dev/null  # timeout passes SIGTERM on to its QEMU
 wait "$TPID" 2>/dev/null
 echo "qemu ran $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s (TCG, $GUEST)"
-grep -a -E 'DOM0-READY|TIMING|STEP|RETRY|WARNING|SAVE-SIZE|p2bmig-save-helper|Triple fault|XEN-TEST|disk:|Panic|panic' "$LOG"
+grep -a -E 'DOM0-READY|TIMING|STEP|RETRY|TRIPLE-FAULT|WARNING|SAVE-SIZE|p2bmig-save-helper|Triple fault|XEN-TEST|disk:|Panic|panic' "$LOG"
 if grep -aq XEN-TEST-OK "$LOG"; then
   grep -a -o 'XEN-RESULT .*' "$LOG" | tr -d '\r' | tail -1
   exit 0

@@ -4,9 +4,11 @@
 // disk image, checks that the target's memory equals the source's at pause
 // time byte for byte, and prints the two side by side.
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -24,6 +26,7 @@
 
 #include "commands.h"
 #include "sim/content.h"
+#include "sim/resumed_guest.h"
 #include "units.h"
 
 extern char** environ;
@@ -43,6 +46,8 @@ struct DemoArgs {
   std::string nfs;
   std::string modes = "baseline,p2bmig";
   uint64_t seed = 1;
+  int runs = 1;
+  std::string lazy_max_unfetched;  // empty: send's default
   bool json = false;
   bool keep = false;
 };
@@ -106,8 +111,11 @@ json LastJsonLine(const std::string& out, const std::string& what) {
 }
 
 // Compares two memory files page by page; returns the number of pages that
-// differ (or all of them if the sizes differ).
-uint64_t DifferingPages(const std::string& a, const std::string& b) {
+// differ (or all of them if the sizes differ). `writes` (the guest's own
+// writes on the target after a lazy restore) are replayed onto a's pages
+// first.
+uint64_t DifferingPages(const std::string& a, const std::string& b,
+                        const std::vector<sim::MemoryAccess>& writes = {}) {
   auto map = [](const std::string& path, size_t* size) -> const uint8_t* {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw Error(ErrorKind::kIo, fmt::format("cannot open {}", path));
@@ -126,8 +134,21 @@ uint64_t DifferingPages(const std::string& a, const std::string& b) {
   if (sa != sb) {
     diff = std::max(sa, sb) / kPageSize;
   } else {
+    std::map<Pfn, std::vector<sim::MemoryAccess>> by_pfn;
+    for (const sim::MemoryAccess& w : writes) by_pfn[w.pfn].push_back(w);
+    std::vector<uint8_t> page(kPageSize);
     for (size_t off = 0; off < sa; off += kPageSize) {
-      diff += std::memcmp(pa + off, pb + off, kPageSize) != 0 ? 1 : 0;
+      const uint8_t* expected = pa + off;
+      auto it = by_pfn.find(off / kPageSize);
+      if (it != by_pfn.end()) {
+        std::memcpy(page.data(), expected, kPageSize);
+        for (sim::MemoryAccess w : it->second) {
+          w.pfn = 0;
+          sim::ApplyGuestWrites(page.data(), 1, {w});
+        }
+        expected = page.data();
+      }
+      diff += std::memcmp(expected, pb + off, kPageSize) != 0 ? 1 : 0;
     }
   }
   ::munmap(const_cast<uint8_t*>(pa), sa);
@@ -187,19 +208,12 @@ json RunMode(const DemoArgs& a, const std::string& mode, const std::string& imag
 
   // With two or more CPUs, each host gets its own, as two machines would.
   const bool split = std::thread::hardware_concurrency() >= 2;
-  std::vector<std::string> receive = {"p2bmig",
-                                      "receive",
-                                      "--listen",
-                                      addr,
-                                      "--memory",
-                                      a.memory,
-                                      "--disk",
-                                      TargetLocation(a, image),
-                                      "--memory-file",
-                                      dst_mem,
-                                      "--json",
-                                      "--psk-file",
-                                      key};
+  std::vector<std::string> receive = {
+      "p2bmig",        "receive",    "--listen", addr,
+      "--memory",      a.memory,     "--disk",   TargetLocation(a, image),
+      "--memory-file", dst_mem,      "--mode",   mode,
+      "--workload",    a.workload,   "--seed",   std::to_string(a.seed),
+      "--json",        "--psk-file", key};
   if (split) receive.insert(receive.end(), {"--cpus", "1"});
   Child target = Spawn(receive);
   std::vector<std::string> send = {"p2bmig",        "send",
@@ -214,6 +228,9 @@ json RunMode(const DemoArgs& a, const std::string& mode, const std::string& imag
                                    "--psk-file",    key,
                                    "--json"};
   if (tty && !a.json) send.push_back("--progress");
+  if (mode == "lazy" && !a.lazy_max_unfetched.empty()) {
+    send.insert(send.end(), {"--max-unfetched", a.lazy_max_unfetched});
+  }
   if (split) send.insert(send.end(), {"--cpus", "0"});
   Child source = Spawn(send);
   std::string src_out, dst_out;
@@ -233,16 +250,26 @@ json RunMode(const DemoArgs& a, const std::string& mode, const std::string& imag
   json s = LastJsonLine(src_out, mode + " source");
   json t = LastJsonLine(dst_out, mode + " target");
 
-  uint64_t differing = DifferingPages(src_mem, dst_mem);
+  const bool lazy = t.value("lazy", false);
+  const std::string writes_file = dst_mem + ".guest-writes";
+  std::vector<sim::MemoryAccess> writes;
+  if (lazy) writes = sim::LoadGuestWrites(writes_file);
+  uint64_t differing = DifferingPages(src_mem, dst_mem, writes);
   if (!a.keep) {
     fs::remove(src_mem);
     fs::remove(dst_mem);
+    fs::remove(writes_file);
   }
   int64_t start = s["start_ns"], pause = s["pause_ns"], resume = t["resume_ns"];
-  return {
+  // Total time runs until every page is present: at the resume, except in
+  // lazy mode.
+  int64_t complete = lazy ? t["all_present_ns"].get<int64_t>() : resume;
+  json run = {
       {"mode", mode},
-      {"total_time_s", static_cast<double>(resume - start) / 1e9},
+      {"total_time_s", static_cast<double>(complete - start) / 1e9},
       {"downtime_s", static_cast<double>(resume - pause) / 1e9},
+      {"time_to_all_present_s", static_cast<double>(complete - resume) / 1e9},
+      {"memory_ops_per_s_before", s["memory_ops_per_s"]},
       {"link_bytes", s["link_bytes"]},
       {"nas_bytes", t["nas_bytes"]},
       {"nas_reads", t["nas_reads"]},
@@ -259,12 +286,51 @@ json RunMode(const DemoArgs& a, const std::string& mode, const std::string& imag
       {"p2b_map_bytes", s["p2b_map_bytes"]},
       {"p2b_entries", s["p2b_entries"]},
   };
+  if (lazy) {
+    for (const char* k : {"faults", "fault_latency_ms_p50", "fault_latency_ms_p99",
+                          "missing_at_resume", "pages_fetched_after_resume", "pages_from_source",
+                          "memory_ops_per_s_during", "memory_ops_per_s_after", "guest_writes"}) {
+      run[k] = t[k];
+    }
+    run["pages_served_by_source"] = s["pages_served"];
+  }
+  return run;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Per mode, the median of every numeric field over the repetitions.
+json Medians(const json& runs, const std::vector<std::string>& modes) {
+  json out = json::array();
+  for (const std::string& m : modes) {
+    json med = {{"mode", m}};
+    std::map<std::string, std::vector<double>> values;
+    bool identical = true;
+    int n = 0;
+    for (const json& r : runs) {
+      if (r["mode"] != m) continue;
+      ++n;
+      identical = identical && r["memory_identical"].get<bool>();
+      for (auto it = r.begin(); it != r.end(); ++it) {
+        if (it.value().is_number()) values[it.key()].push_back(it.value().get<double>());
+      }
+    }
+    for (auto& [k, v] : values) med[k] = Median(v);
+    med["memory_identical"] = identical;
+    med["repetitions"] = n;
+    out.push_back(med);
+  }
+  return out;
 }
 
 std::string Ratio(double a, double b) { return a > 0 ? fmt::format("{:.2f}", b / a) : "-"; }
 
 void PrintTable(const json& result) {
-  const json& runs = result["runs"];
+  const json& runs = result["medians"];
   std::cout << fmt::format("\np2bmig demo: {} guest, workload '{}', link {}, shared storage {}\n\n",
                            FormatBytes(result["guest_memory_bytes"].get<double>()),
                            result["workload"].get<std::string>(),
@@ -298,12 +364,33 @@ void PrintTable(const json& result) {
   row("pages sent as mappings", num("pages_mapped"), count, false);
   row("pages sent as zero", num("pages_zero"), count, false);
   row("rounds", num("rounds"), count, false);
+  bool any_lazy = false;
+  for (const json& r : runs) any_lazy = any_lazy || r["mode"] == "lazy";
+  if (any_lazy) {
+    auto opt = [](const char* key) {
+      return [key](const json& r) { return r.contains(key) ? r[key].get<double>() : 0.0; };
+    };
+    auto ms = [](double v) { return fmt::format("{:.2f} ms", v); };
+    auto rate = [](double v) { return v > 0 ? fmt::format("{:.0f}", v) : std::string("-"); };
+    row("time to all present", num("time_to_all_present_s"), secs, false);
+    row("faults (lazy)", opt("faults"), count, false);
+    row("fault latency p50", opt("fault_latency_ms_p50"), ms, false);
+    row("fault latency p99", opt("fault_latency_ms_p99"), ms, false);
+    row("guest mem ops/s before", num("memory_ops_per_s_before"), rate, false);
+    row("  during (lazy)", opt("memory_ops_per_s_during"), rate, false);
+    row("  after (lazy)", opt("memory_ops_per_s_after"), rate, false);
+  }
   std::string line = fmt::format("{:<26}", "target memory identical");
   for (const json& r : runs)
     line += fmt::format("{:>14}", r["memory_identical"].get<bool>() ? "yes" : "NO");
   std::cout << line << "\n\n";
+  if (result["repetitions"].get<int>() > 1) {
+    std::cout << fmt::format("Medians of {} runs per mode, interleaved.\n",
+                             result["repetitions"].get<int>());
+  }
   std::cout << "ratio = p2bmig / baseline. Memory is compared byte for byte with the source's at\n"
-               "the moment it was paused.\n";
+               "the moment it was paused (in lazy mode with the resumed guest's own writes\n"
+               "replayed on top). Lazy mode: total time runs until every page is present.\n";
 }
 
 void RunDemo(const DemoArgs& a) {
@@ -317,7 +404,7 @@ void RunDemo(const DemoArgs& a) {
   std::vector<std::string> modes;
   std::stringstream ms(a.modes);
   for (std::string m; std::getline(ms, m, ',');) {
-    if (m != "baseline" && m != "p2bmig") {
+    if (m != "baseline" && m != "p2bmig" && m != "lazy") {
       throw Error(ErrorKind::kInvalidArgument, fmt::format("unknown mode '{}'", m));
     }
     modes.push_back(m);
@@ -339,12 +426,18 @@ void RunDemo(const DemoArgs& a) {
       {"seed", a.seed},
       {"runs", json::array()},
   };
+  if (a.runs < 1) throw Error(ErrorKind::kInvalidArgument, "--runs must be at least 1");
+  result["repetitions"] = a.runs;
   bool identical = true;
-  for (const std::string& m : modes) {
-    json run = RunMode(a, m, image, pristine);
-    identical = identical && run["memory_identical"].get<bool>();
-    result["runs"].push_back(run);
+  for (int rep = 0; rep < a.runs; ++rep) {
+    for (const std::string& m : modes) {
+      json run = RunMode(a, m, image, pristine);
+      run["repetition"] = rep;
+      identical = identical && run["memory_identical"].get<bool>();
+      result["runs"].push_back(run);
+    }
   }
+  result["medians"] = Medians(result["runs"], modes);
   if (a.json) {
     std::cout << result.dump(2) << std::endl;
   } else {
@@ -375,9 +468,14 @@ void AddDemoCommand(CLI::App& app) {
   cmd->add_option("--nfs", a->nfs,
                   "The target reads the shared directory through this NFS export URL "
                   "(e.g. nfs://127.0.0.1/export?version=3&nfsport=2049&mountport=20048)");
-  cmd->add_option("--modes", a->modes, "Modes to run, comma separated")->capture_default_str();
+  cmd->add_option("--modes", a->modes, "Modes to run, comma separated (baseline, p2bmig, lazy)")
+      ->capture_default_str();
+  cmd->add_option("--runs", a->runs, "Runs per mode (interleaved); the table shows medians")
+      ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the guest, its disk and its workload")
       ->capture_default_str();
+  cmd->add_option("--lazy-max-unfetched", a->lazy_max_unfetched,
+                  "Lazy mode: the source's flow control limit (p2bmig send --max-unfetched)");
   cmd->add_flag("--json", a->json, "Print the results as JSON");
   cmd->add_flag("--keep", a->keep, "Keep the memory files of source and target");
   cmd->callback([a] { RunDemo(*a); });

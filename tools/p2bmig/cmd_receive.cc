@@ -21,6 +21,7 @@
 #include "link_security.h"
 #include "report.h"
 #include "sim/fetch_credits.h"
+#include "sim/resumed_guest.h"
 #include "sim/sim_host.h"
 #include "units.h"
 
@@ -38,6 +39,10 @@ struct ReceiveArgs {
   std::string cpus;
   uint32_t max_gap = FetchOptions{}.max_gap_blocks;
   LinkSecurityArgs security;
+  std::string mode = "auto";
+  std::string workload = "fileserver";
+  uint64_t seed = 1;
+  double after_s = 0.5;
 };
 
 // Accepts connections until one passes authentication or `timeout_s` ends
@@ -101,6 +106,19 @@ void RunReceive(const ReceiveArgs& a) {
   opt.disks = a.disks;
   opt.send_credits = !a.listen.empty();
   opt.resolver.fetch.max_gap_blocks = a.max_gap;
+  opt.workload = a.workload;
+  opt.seed = a.seed;
+  opt.run_after_s = a.after_s;
+  // Lazy restore needs the connection's back channel; "auto" follows the
+  // source's offer.
+  if (a.mode != "auto") sim::ParseMode(a.mode);
+  opt.allow_lazy = !a.listen.empty() && (a.mode == "auto" || a.mode == "lazy");
+  opt.lazy_required = a.mode == "lazy";
+  if (opt.lazy_required && a.listen.empty()) {
+    throw Error(ErrorKind::kInvalidArgument, "--mode lazy needs --listen");
+  }
+  const std::string writes_path = a.memory_file.empty() ? "" : a.memory_file + ".guest-writes";
+  opt.on_resume = [] { SetPhase("lazy restore (guest running here, pages missing)"); };
   bool seen_tsc = false;
   opt.on_record = [&](uint32_t type, bool before) {
     if (before && (type == rec::kX86TscInfo || type == rec::kEnd) && !seen_tsc) {
@@ -142,11 +160,23 @@ void RunReceive(const ReceiveArgs& a) {
     sim::TargetReport report = host.Receive(link.get());
     SetPhase("after the last byte (committing)");
     host.memory().Sync();
+    // The resumed guest's own writes, to check the memory against the
+    // source's (p2bmig demo does).
+    if (report.lazy && !writes_path.empty()) sim::SaveGuestWrites(writes_path, report.guest_writes);
     if (!partial.empty() && ::rename(partial.c_str(), a.memory_file.c_str()) != 0) {
       throw Error(ErrorKind::kIo, fmt::format("cannot rename {} to {}: {}", partial, a.memory_file,
                                               std::strerror(errno)));
     }
-    if (!a.listen.empty()) sim::SendCommit(link.get());
+    if (report.lazy && report.source_lost) {
+      // Every page came from the shared storage, verified against its hash,
+      // and the guest runs here; the source, which had acknowledged lazy
+      // restore, keeps its copy paused and reports failure.
+      spdlog::warn(
+          "target: the source went away during lazy restore; the guest is complete "
+          "here, but the source cannot be told (it keeps its copy paused)");
+    } else if (!a.listen.empty()) {
+      sim::SendCommit(link.get());
+    }
     committed = true;  // the guest is ours now, whatever happens next
     link->CloseWrite();
     if (a.json) {
@@ -158,12 +188,20 @@ void RunReceive(const ReceiveArgs& a) {
           report.pages_written, report.resolver.fetches_applied, report.store,
           FormatBytes(static_cast<double>(report.resolver.nas_bytes)), report.resolver.nas_reads,
           report.resolver.drain_wait_s);
+      if (report.lazy) {
+        std::cout << fmt::format(
+            "lazy restore: {} pages missing at resume, all present {:.3f} s later; {} faults\n",
+            report.lazy_stats.missing_at_resume,
+            static_cast<double>(report.all_present_ns - report.resume_ns) / 1e9,
+            report.lazy_stats.faults);
+      }
     }
   } catch (const Error& e) {
     if (committed) throw;
     // Never leave a half-restored guest behind (invariant I6).
     if (!partial.empty()) ::unlink(partial.c_str());
     if (!a.memory_file.empty()) ::unlink(a.memory_file.c_str());
+    if (!writes_path.empty()) ::unlink(writes_path.c_str());
     const std::string phase = CancelSignal().empty() ? Phase() : CancelPhase();
     std::fprintf(stderr, "p2bmig: target: migration failed in phase '%s'; guest memory discarded\n",
                  phase.c_str());
@@ -177,6 +215,7 @@ void RunReceive(const ReceiveArgs& a) {
     if (committed) throw;
     if (!partial.empty()) ::unlink(partial.c_str());
     if (!a.memory_file.empty()) ::unlink(a.memory_file.c_str());
+    if (!writes_path.empty()) ::unlink(writes_path.c_str());
     throw;
   }
 }
@@ -200,6 +239,18 @@ void AddReceiveCommand(CLI::App& app) {
   cmd->add_option("--cpus", args->cpus, "Run on these CPUs only (e.g. 1)");
   cmd->add_option("--max-gap", args->max_gap,
                   "Read up to this many unneeded blocks to join two reads into one")
+      ->capture_default_str();
+  cmd->add_option("--mode", args->mode,
+                  "auto (as the source offers), lazy (require lazy restore), or p2bmig / "
+                  "baseline (resume only once memory is complete)")
+      ->capture_default_str();
+  cmd->add_option("--workload", args->workload,
+                  "Lazy restore: the workload whose memory accesses the resumed guest runs")
+      ->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Lazy restore: seed of the resumed guest's workload")
+      ->capture_default_str();
+  cmd->add_option("--after", args->after_s,
+                  "Lazy restore: seconds the guest keeps running once every page is present")
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
   AddLinkSecurityOptions(cmd, &args->security, TlsRole::kServer);

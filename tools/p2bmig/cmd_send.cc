@@ -129,12 +129,11 @@ void RunSend(const SendArgs& a) {
   opt.guest.disk_paths = a.disks;
   opt.workload = a.workload;
   opt.seed = a.seed;
-  if (a.mode == "baseline")
-    opt.mode = sim::Mode::kBaseline;
-  else if (a.mode == "p2bmig")
-    opt.mode = sim::Mode::kP2bmig;
-  else
-    throw Error(ErrorKind::kInvalidArgument, "--mode is baseline or p2bmig");
+  opt.mode = sim::ParseMode(a.mode);
+  if (opt.mode == sim::Mode::kLazy && a.to.empty()) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "--mode lazy needs a receiver (--to): the target talks back to the source");
+  }
   uint64_t rate = ParseRate(a.rate);
   opt.flow_control = !a.to.empty();  // a file carries no credits back
   opt.wait_for_commit = !a.to.empty();
@@ -193,9 +192,18 @@ void RunSend(const SendArgs& a) {
       }
     });
   } catch (const Error& e) {
-    // Migrate resumed the guest. Show that it runs on, intact.
     const std::string signal = CancelSignal();
     const std::string phase = signal.empty() ? Phase() : CancelPhase();
+    if (host.guest_kept_paused()) {
+      // Lazy restore after the handshake: the target may run the guest.
+      std::fprintf(stderr,
+                   "p2bmig: source: migration failed in phase '%s' after the target took lazy "
+                   "restore up; the guest stays paused here\n",
+                   phase.c_str());
+      host.guest().memory().Sync();
+      throw Error(e.kind(), fmt::format("source, in phase '{}': {}", phase, e.what()));
+    }
+    // Migrate resumed the guest. Show that it runs on, intact.
     uint64_t ops = 0;
     uint64_t corrupt = 0;
     try {
@@ -233,7 +241,7 @@ void RunSend(const SendArgs& a) {
     j["page_cache_bytes"] = census.cache_pages * kPageSize;
     std::cout << j.dump() << std::endl;
   } else {
-    bool p2b = report.mode == sim::Mode::kP2bmig;
+    bool p2b = report.mode != sim::Mode::kBaseline;
     std::cout << fmt::format(
         "sent {} in {} rounds: {} pages as data, {} as mappings, {} as zero pages{}\n",
         FormatBytes(static_cast<double>(report.link_bytes)), report.save.rounds,
@@ -261,7 +269,9 @@ void AddSendCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the guest and its workload")
       ->capture_default_str();
-  cmd->add_option("--mode", args->mode, "baseline (stock pre-copy) or p2bmig")
+  cmd->add_option("--mode", args->mode,
+                  "baseline (stock pre-copy), p2bmig, or lazy (p2bmig, and the target resumes "
+                  "the guest before every mapped page is fetched)")
       ->capture_default_str();
   cmd->add_option("--rate", args->rate, "Link speed cap, e.g. 1gbit, 10gbit, off")
       ->capture_default_str();
@@ -275,7 +285,7 @@ void AddSendCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--max-unfetched-at-pause", args->max_unfetched_at_pause,
                   "Before pausing the guest, wait until the target has at most this many "
-                  "mappings left to fetch")
+                  "mappings left to fetch (not in lazy mode)")
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print statistics as one JSON object");
   cmd->add_flag("--progress", args->progress, "Show a progress line on stderr");
