@@ -1,9 +1,15 @@
 // Fetch queue vs raw libnfs on one NFS image: how close does the queue come
 // to what the server can do for the access pattern?
 //
-//   raw_rand_4k    libnfs nfs_pread_async, 4 KiB at random blocks, QD 32
-//   raw_seq_1m     libnfs nfs_pread_async, 1 MiB sequential, QD 4
-//   store_seq_1m_qd4  the libnfs BlockStore alone, as raw_seq_1m
+//   raw_rand_4k    libnfs nfs_pread_async, 4 KiB at random blocks, at the
+//                  best queue depth of 8-128 (tried once after warm-up)
+//   raw_seq_1m     libnfs nfs_pread_async, 1 MiB sequential, at the best
+//                  queue depth of 1-8
+//   store_seq_1m   the libnfs BlockStore alone, as raw_seq_1m, each next
+//                  read issued from the completion of the last (as the
+//                  fetch queue drives it)
+//   store_seq_1m_thread  the same, each next read issued by another thread
+//                  woken by the completion
 //   fq_random      FetchQueue over the libnfs store, the same random blocks
 //                  (a quarter of the image: near neighbours get coalesced)
 //   fq_random_gap0 the same with max_gap_blocks = 0 (only adjacent blocks
@@ -12,9 +18,9 @@
 //
 // Targets: fq_runs >= 90% of raw_seq_1m, fq_random >= 90% of raw_rand_4k.
 // Prints one JSON object per line (median of the repetitions, MB/s counts
-// the 4 KiB blocks asked for, 1 MB = 1e6 bytes), and last the two target
-// ratios as medians of per-repetition ratios of back-to-back runs ("pairs"),
-// the figure to quote on a machine with other load.
+// the 4 KiB blocks asked for, 1 MB = 1e6 bytes), and last the target ratios
+// (and the store's) as medians of per-repetition ratios of back-to-back runs
+// ("pairs"), the figure to quote on a machine with other load.
 //
 // Usage: bench_fetch_queue URL [REPETITIONS]
 //   e.g. scripts/nfs-server.sh start /tmp/p2bmig-nfs-export
@@ -40,6 +46,7 @@
 #include <fcntl.h>
 #include <nfsc/libnfs.h>
 #include <poll.h>
+#include <sys/resource.h>
 
 #include <p2bmig/block_store.h>
 #include <p2bmig/fetch_queue.h>
@@ -135,7 +142,45 @@ double FetchAll(BlockStore* store, const FetchOptions& options, const std::vecto
   return s;
 }
 
-// The store alone: `len` bytes at each offset, `qd` at a time.
+// The store alone, each next read issued from the completion callback of
+// the last: `len` bytes at each offset, `qd` at a time.
+double StoreRunChained(BlockStore* store, const std::vector<uint64_t>& offsets, size_t len,
+                       size_t qd) {
+  struct State {
+    BlockStore* store;
+    const std::vector<uint64_t>* offsets;
+    size_t len;
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t next = 0;  // guarded by mu
+    size_t done = 0;  // guarded by mu
+    std::vector<std::unique_ptr<uint8_t[]>> bufs;
+    void Next(uint8_t* buf) {
+      size_t i;
+      {
+        std::lock_guard<std::mutex> l(mu);
+        i = next < offsets->size() ? next++ : offsets->size();
+      }
+      if (i == offsets->size()) return;
+      store->ReadAsync(0, (*offsets)[i], len, buf, [this, buf](std::exception_ptr e) {
+        if (e) std::abort();
+        Next(buf);
+        std::lock_guard<std::mutex> l(mu);
+        done++;
+        cv.notify_all();
+      });
+    }
+  } st{store, &offsets, len, {}, {}, 0, 0, {}};
+  for (size_t i = 0; i < qd; i++) st.bufs.emplace_back(new uint8_t[len]);
+  auto t0 = Clock::now();
+  for (size_t i = 0; i < qd; i++) st.Next(st.bufs[i].get());
+  std::unique_lock<std::mutex> l(st.mu);
+  st.cv.wait(l, [&] { return st.done == offsets.size(); });
+  return Seconds(t0);
+}
+
+// The store alone, each next read issued by this thread when one completes:
+// `len` bytes at each offset, `qd` at a time.
 double StoreRun(BlockStore* store, const std::vector<uint64_t>& offsets, size_t len, size_t qd) {
   std::mutex mu;
   std::condition_variable cv;
@@ -166,16 +211,41 @@ double StoreRun(BlockStore* store, const std::vector<uint64_t>& offsets, size_t 
   return Seconds(t0);
 }
 
+// CPU time (user + system) of this process, all threads: the client's
+// cost, which on a small machine competes with the server for the CPUs.
+double CpuSeconds() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// Runs `run` (which returns its wall-clock seconds), appends those to
+// `secs` and the process's CPU seconds over the same run to `cpu`.
+template <typename F>
+double Timed(std::vector<double>* secs, std::vector<double>* cpu, F run) {
+  double c0 = CpuSeconds();
+  double s = run();
+  cpu->push_back(CpuSeconds() - c0);
+  secs->push_back(s);
+  return s;
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
 
-void Print(const char* name, size_t bytes, const std::vector<double>& secs, double ratio_to,
-           const FetchStats* stats) {
+void Print(const char* name, size_t bytes, const std::vector<double>& secs,
+           const std::vector<double>& cpu, double ratio_to, const FetchStats* stats) {
   double mbs = bytes / Median(secs) / 1e6;
-  std::printf("{\"bench\":\"%s\",\"bytes\":%zu,\"seconds\":%.4f,\"mb_per_s\":%.1f", name, bytes,
-              Median(secs), mbs);
+  // cpu_per_gb: client CPU seconds per GB of blocks asked for (median);
+  // cpu_share: CPU seconds over wall-clock seconds (threads busy at once).
+  std::vector<double> share;
+  for (size_t i = 0; i < secs.size(); i++) share.push_back(cpu[i] / secs[i]);
+  std::printf(
+      "{\"bench\":\"%s\",\"bytes\":%zu,\"seconds\":%.4f,\"mb_per_s\":%.1f,"
+      "\"cpu_per_gb\":%.3f,\"cpu_share\":%.2f",
+      name, bytes, Median(secs), mbs, Median(cpu) / (bytes / 1e9), Median(share));
   if (ratio_to > 0) std::printf(",\"ratio_to_raw\":%.3f", mbs / ratio_to);
   if (stats != nullptr) {
     std::printf(",\"reads\":%llu,\"bytes_read\":%llu",
@@ -242,37 +312,65 @@ int Main(int argc, char** argv) {
   FetchStats s_rand, s_rand0, s_runs;
   // Warm the server's cache once (every benchmark reads from memory there).
   raw.Run(seq_offsets, 1u << 20, 4);
+  // The raw baselines at their best queue depth on this machine (best of two
+  // runs each).
+  auto best_qd = [&](const std::vector<uint64_t>& offsets, size_t len,
+                     std::initializer_list<int> qds) {
+    int best = 0;
+    double best_s = 0;
+    for (int qd : qds) {
+      double t = std::min(raw.Run(offsets, len, qd), raw.Run(offsets, len, qd));
+      std::printf("{\"bench\":\"qd_sweep\",\"len\":%zu,\"qd\":%d,\"mb_per_s\":%.1f}\n", len, qd,
+                  offsets.size() * len / t / 1e6);
+      if (best == 0 || t < best_s) best = qd, best_s = t;
+    }
+    return best;
+  };
+  const int rand_qd = best_qd(random_offsets, kPageSize, {8, 16, 32, 64, 128});
+  const int seq_qd = best_qd(seq_offsets, 1u << 20, {1, 2, 4, 8});
+  std::printf("{\"bench\":\"best_qd\",\"rand_4k\":%d,\"seq_1m\":%d}\n", rand_qd, seq_qd);
   // Each target pair runs back to back, and the ratio is taken per
   // repetition before the median: load from other processes changes slowly
   // compared with one pair, so it largely cancels out of the ratio.
-  std::vector<double> pair_rand, pair_runs;
+  std::vector<double> pair_rand, pair_runs, pair_store, pair_store_thread, t_store_thread;
+  std::vector<double> c_rand, c_fq_rand, c_seq, c_fq_runs, c_store_seq, c_store_thread, c_fq_rand0;
   for (int r = 0; r < reps; r++) {
-    t_rand.push_back(raw.Run(random_offsets, kPageSize, 32));
-    t_fq_rand.push_back(FetchAll(store.get(), options, random_blocks, &s_rand));
+    Timed(&t_rand, &c_rand, [&] { return raw.Run(random_offsets, kPageSize, rand_qd); });
+    Timed(&t_fq_rand, &c_fq_rand,
+          [&] { return FetchAll(store.get(), options, random_blocks, &s_rand); });
     pair_rand.push_back(t_rand.back() / t_fq_rand.back());
-    t_seq.push_back(raw.Run(seq_offsets, 1u << 20, 4));
-    t_fq_runs.push_back(FetchAll(store.get(), options, run_blocks, &s_runs));
+    Timed(&t_seq, &c_seq, [&] { return raw.Run(seq_offsets, 1u << 20, seq_qd); });
+    Timed(&t_fq_runs, &c_fq_runs,
+          [&] { return FetchAll(store.get(), options, run_blocks, &s_runs); });
     // Per byte: the run list covers about half the image.
     pair_runs.push_back((t_seq.back() / seq_offsets.size() / (1u << 20)) /
                         (t_fq_runs.back() / run_blocks.size() / kPageSize));
-    t_store_seq.push_back(StoreRun(store.get(), seq_offsets, 1u << 20, 4));
-    t_fq_rand0.push_back(FetchAll(store.get(), nogap, random_blocks, &s_rand0));
+    Timed(&t_store_seq, &c_store_seq,
+          [&] { return StoreRunChained(store.get(), seq_offsets, 1u << 20, seq_qd); });
+    pair_store.push_back(t_seq.back() / t_store_seq.back());
+    Timed(&t_store_thread, &c_store_thread,
+          [&] { return StoreRun(store.get(), seq_offsets, 1u << 20, seq_qd); });
+    pair_store_thread.push_back(t_seq.back() / t_store_thread.back());
+    Timed(&t_fq_rand0, &c_fq_rand0,
+          [&] { return FetchAll(store.get(), nogap, random_blocks, &s_rand0); });
   }
   size_t rand_bytes = random_blocks.size() * kPageSize;
   size_t seq_bytes = seq_offsets.size() << 20;
   size_t runs_bytes = run_blocks.size() * kPageSize;
   double raw_rand = rand_bytes / Median(t_rand) / 1e6;
   double raw_seq = seq_bytes / Median(t_seq) / 1e6;
-  Print("raw_rand_4k_qd32", rand_bytes, t_rand, 0, nullptr);
-  Print("raw_seq_1m_qd4", seq_bytes, t_seq, 0, nullptr);
-  Print("store_seq_1m_qd4", seq_bytes, t_store_seq, raw_seq, nullptr);
-  Print("fq_random", rand_bytes, t_fq_rand, raw_rand, &s_rand);
-  Print("fq_random_gap0", rand_bytes, t_fq_rand0, raw_rand, &s_rand0);
-  Print("fq_runs", runs_bytes, t_fq_runs, raw_seq, &s_runs);
+  Print("raw_rand_4k", rand_bytes, t_rand, c_rand, 0, nullptr);
+  Print("raw_seq_1m", seq_bytes, t_seq, c_seq, 0, nullptr);
+  Print("store_seq_1m", seq_bytes, t_store_seq, c_store_seq, raw_seq, nullptr);
+  Print("store_seq_1m_thread", seq_bytes, t_store_thread, c_store_thread, raw_seq, nullptr);
+  Print("fq_random", rand_bytes, t_fq_rand, c_fq_rand, raw_rand, &s_rand);
+  Print("fq_random_gap0", rand_bytes, t_fq_rand0, c_fq_rand0, raw_rand, &s_rand0);
+  Print("fq_runs", runs_bytes, t_fq_runs, c_fq_runs, raw_seq, &s_runs);
   std::printf(
       "{\"bench\":\"pairs\",\"repetitions\":%d,\"fq_random_to_raw_rand\":%.3f,"
-      "\"fq_runs_to_raw_seq\":%.3f}\n",
-      reps, Median(pair_rand), Median(pair_runs));
+      "\"fq_runs_to_raw_seq\":%.3f,\"store_seq_to_raw_seq\":%.3f,"
+      "\"store_seq_thread_to_raw_seq\":%.3f}\n",
+      reps, Median(pair_rand), Median(pair_runs), Median(pair_store), Median(pair_store_thread));
   return 0;
 }
 

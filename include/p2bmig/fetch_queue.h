@@ -8,16 +8,26 @@
 //   * coalesces adjacent and near-adjacent blocks (gap <= max_gap_blocks) of a
 //     disk into reads of up to max_read_bytes,
 //   * keeps at most max_inflight_reads reads and max_inflight_bytes in flight,
+//     and holds at most 2 * max_inflight_reads read buffers (reads in flight
+//     plus landed reads not yet delivered), so the memory it uses is bounded
+//     however slowly the caller collects,
 //   * serves requests roughly in submission order (the oldest pending block
-//     starts each read), so what the restore needs first arrives first;
+//     starts each read), so what the restore needs first arrives first,
 //   * lets a block jump the queue (Prioritize): a guest that runs before its
 //     memory is complete (lazy restore) is blocked on it. Such a read is
-//     short, starts at once even beyond the in-flight limits, and takes
-//     pending neighbours of the block along.
+//     short, starts at once even beyond the in-flight and held-buffer limits
+//     (up to max_urgent_reads of them), and takes pending neighbours of the
+//     block along,
+//   * starts the next reads from the store's completion callbacks, so the
+//     store stays busy while the caller's thread is busy elsewhere or waits
+//     for a CPU; only delivery needs the caller.
 // Failed reads are retried up to `retries` times, then reported as an error.
 //
-// Thread safety: Submit, Poll, Drain and stats are meant for one thread (the
-// resolver's); reads complete on the BlockStore's threads internally.
+// Thread safety: Submit, Prioritize, Poll, Drain, pending and stats are meant
+// for one thread at a time (the resolver's); `deliver` runs on that thread,
+// inside Poll or Drain, and may call Submit. Internally, reads are also
+// started and completed on the BlockStore's threads, and
+// FetchOptions::on_read_done runs there.
 
 #ifndef P2BMIG_FETCH_QUEUE_H_
 #define P2BMIG_FETCH_QUEUE_H_
@@ -42,8 +52,13 @@ struct FetchOptions {
   // its pending neighbours), and up to this many may exceed max_inflight_reads.
   uint32_t urgent_read_blocks = 16;
   size_t max_urgent_reads = 4;
-  // Called on a store thread whenever a read completes (e.g. to wake a
-  // poll() loop); must not block or call into the queue.
+  // Called whenever a read completes or fails, once a following Poll can
+  // see it. Runs on the thread that completed the read: a thread of the
+  // store's own (the NFS store's event loop, a POSIX reader thread), or the
+  // thread inside ReadAsync for a store that completes reads there, i.e. any
+  // thread, concurrently with the queue's caller. It must be thread-safe,
+  // must not block and must not call into the queue (e.g. to wake a poll()
+  // loop by writing to an eventfd).
   std::function<void()> on_read_done;
 };
 

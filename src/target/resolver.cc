@@ -40,6 +40,8 @@ struct OwnedFd {
   int fd;
 };
 
+// The hook runs on the store's thread, concurrently with the resolver's: it
+// only writes to the eventfd, which outlives the queue (see OwnedFd).
 FetchOptions WithWakeup(FetchOptions o, int fd) {
   o.on_read_done = [fd] {
     uint64_t one = 1;

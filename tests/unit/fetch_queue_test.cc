@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -30,7 +31,10 @@ namespace fs = std::filesystem;
 
 constexpr uint64_t kImageBlocks = 4096;  // 16 MiB
 
-// Records every read and how many run at once; can slow reads down.
+// Records every read and how many run at once; can slow reads down, or hold
+// their completions back until the test releases them (the queue starts
+// reads from completions, so holding them is what makes the order of reads
+// deterministic).
 class RecordingStore : public BlockStoreWrapper {
  public:
   using BlockStoreWrapper::BlockStoreWrapper;
@@ -49,11 +53,37 @@ class RecordingStore : public BlockStoreWrapper {
                                    if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
                                    {
                                      std::lock_guard<std::mutex> l(mu_);
-                                     cur_reads_--;
-                                     cur_bytes_ -= len;
+                                     if (hold_) {
+                                       held_.push_back({len, std::move(done), e});
+                                       cv_.notify_all();
+                                       return;
+                                     }
                                    }
-                                   done(e);
+                                   Finish(len, done, e);
                                  });
+  }
+
+  // From now on, completions wait for Release().
+  void Hold() {
+    std::lock_guard<std::mutex> l(mu_);
+    hold_ = true;
+  }
+  // Waits until `n` completions are held (a read of the POSIX store takes
+  // microseconds; the deadline only stops a broken queue from hanging).
+  bool WaitHeld(size_t n) {
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, std::chrono::seconds(60), [&] { return held_.size() >= n; });
+  }
+  // Runs the completions held so far on this thread; with `keep_holding`
+  // later ones are held again, otherwise they run as they come.
+  void Release(bool keep_holding) {
+    std::vector<Held> held;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      held.swap(held_);
+      hold_ = keep_holding;
+    }
+    for (auto& h : held) Finish(h.len, h.done, h.error);
   }
 
   // (first block, number of blocks) of each read, in issue order.
@@ -76,24 +106,54 @@ class RecordingStore : public BlockStoreWrapper {
   void set_delay(std::chrono::microseconds d) { delay_ = d; }
 
  private:
+  struct Held {
+    size_t len;
+    ReadDone done;
+    std::exception_ptr error;
+  };
+
+  void Finish(size_t len, const ReadDone& done, std::exception_ptr e) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      cur_reads_--;
+      cur_bytes_ -= len;
+    }
+    done(e);
+  }
+
   std::mutex mu_;
+  std::condition_variable cv_;
   std::vector<std::pair<uint64_t, uint64_t>> reads_;
   size_t cur_reads_ = 0, cur_bytes_ = 0, max_reads_ = 0, max_bytes_ = 0;
+  bool hold_ = false;
+  std::vector<Held> held_;
   std::chrono::microseconds delay_{0};
 };
 
 // Fails reads that cover `bad_block` (the first `failures` of them, or all
-// when negative), immediately on the caller's thread.
+// when negative): immediately on the caller's thread, or with
+// `on_store_thread` from the completion of the real read, on the store's
+// thread (where the queue then retries them).
 class FailingStore : public BlockStoreWrapper {
  public:
-  FailingStore(BlockStore* target, uint64_t bad_block, int failures)
-      : BlockStoreWrapper(target), bad_block_(bad_block), failures_(failures) {}
+  FailingStore(BlockStore* target, uint64_t bad_block, int failures, bool on_store_thread = false)
+      : BlockStoreWrapper(target),
+        bad_block_(bad_block),
+        failures_(failures),
+        on_store_thread_(on_store_thread) {}
 
   void ReadAsync(uint32_t disk, uint64_t offset, size_t len, uint8_t* buf, ReadDone done) override {
     uint64_t first = offset / kPageSize, last = (offset + len) / kPageSize - 1;
     if (bad_block_ >= first && bad_block_ <= last && failures_ != 0) {
       if (failures_ > 0) failures_--;
       failed_++;
+      if (on_store_thread_) {
+        BlockStoreWrapper::ReadAsync(
+            disk, offset, len, buf, [done = std::move(done)](std::exception_ptr) {
+              done(std::make_exception_ptr(Error(ErrorKind::kIo, "injected failure")));
+            });
+        return;
+      }
       done(std::make_exception_ptr(Error(ErrorKind::kIo, "injected failure")));
       return;
     }
@@ -104,6 +164,7 @@ class FailingStore : public BlockStoreWrapper {
  private:
   uint64_t bad_block_;
   std::atomic<int> failures_;
+  const bool on_store_thread_;
   std::atomic<int> failed_{0};
 };
 
@@ -189,10 +250,11 @@ TEST_F(FetchQueueTest, ManyTagsOnOneBlockReadOnce) {
 
 TEST_F(FetchQueueTest, TagJoinsReadInFlight) {
   RecordingStore rec(store_.get());
-  rec.set_delay(std::chrono::milliseconds(20));
+  rec.Hold();
   FetchQueue q(&rec);
   q.Submit(1, BlockAddr{0, 9});  // issued at once
   q.Submit(2, BlockAddr{0, 9});  // joins it
+  rec.Release(false);
   DrainAndCheck(q, {{1, 9}, {2, 9}});
   EXPECT_EQ(rec.reads().size(), 1u);
 }
@@ -203,6 +265,7 @@ TEST_F(FetchQueueTest, CoalescesAdjacentBlocks) {
   o.max_inflight_reads = 1;
   FetchQueue q(&rec, o);
   std::map<uint64_t, uint64_t> tags;
+  rec.Hold();                          // until everything is submitted
   q.Submit(9999, BlockAddr{0, 4000});  // occupies the only read slot
   tags[9999] = 4000;
   // 1024 adjacent blocks, submitted in a shuffled order.
@@ -213,6 +276,7 @@ TEST_F(FetchQueueTest, CoalescesAdjacentBlocks) {
     tags[i] = blocks[i];
     q.Submit(i, BlockAddr{0, blocks[i]});
   }
+  rec.Release(false);
   DrainAndCheck(q, tags);
   // The blocker, then 1024 blocks in reads of 1 MiB.
   auto reads = rec.reads();
@@ -229,7 +293,9 @@ TEST_F(FetchQueueTest, GapBoundRespected) {
   o.max_gap_blocks = 8;
   FetchQueue q(&rec, o);
   std::map<uint64_t, uint64_t> tags = {{0, 4000}, {1, 100}, {2, 105}, {3, 114}, {4, 124}};
+  rec.Hold();
   for (auto& [t, b] : tags) q.Submit(t, BlockAddr{0, b});
+  rec.Release(false);
   DrainAndCheck(q, tags);
   // 105 -> 114 is a gap of 8 blocks (coalesced), 114 -> 124 one of 9 (not).
   std::vector<std::pair<uint64_t, uint64_t>> want = {{4000, 1}, {100, 15}, {124, 1}};
@@ -298,10 +364,12 @@ TEST_F(FetchQueueTest, OldestFirst) {
   FetchQueue q(&rec, o);
   std::vector<uint64_t> blocks = {100, 3000, 10, 2000, 500, 11, 4095, 0};
   std::map<uint64_t, uint64_t> tags;
+  rec.Hold();
   for (uint64_t i = 0; i < blocks.size(); i++) {
     tags[i] = blocks[i];
     q.Submit(i, BlockAddr{0, blocks[i]});
   }
+  rec.Release(false);
   std::vector<uint64_t> delivered;
   q.Drain([&](uint64_t tag, const uint8_t* data) { delivered.push_back(tags[tag]); });
   // 10 and 11 are adjacent: 11 rides along with 10.
@@ -359,6 +427,75 @@ TEST_F(FetchQueueTest, TransientFailureRetried) {
   EXPECT_EQ(failing.failed(), 2);
 }
 
+// The next reads start from the completions of the last ones, on the store's
+// thread, while the caller's thread is away; the store runs ahead of the
+// caller by at most twice the window (reads in flight plus landed reads).
+TEST_F(FetchQueueTest, CompletionsStartNextReadsWithoutTheCaller) {
+  RecordingStore rec(store_.get());
+  FetchOptions o;
+  o.max_inflight_reads = 2;
+  o.max_gap_blocks = 0;
+  FetchQueue q(&rec, o);
+  rec.Hold();
+  std::map<uint64_t, uint64_t> tags;
+  for (uint64_t i = 0; i < 10; i++) {
+    tags[i] = i * 50;
+    q.Submit(i, BlockAddr{0, i * 50});
+  }
+  EXPECT_EQ(rec.reads().size(), 2u);  // the window, started by Submit
+  ASSERT_TRUE(rec.WaitHeld(2));
+  // Completions run on another thread; this one does not call the queue.
+  std::thread([&rec] { rec.Release(true); }).join();
+  std::vector<std::pair<uint64_t, uint64_t>> want = {{0, 1}, {50, 1}, {100, 1}, {150, 1}};
+  EXPECT_EQ(rec.reads(), want);  // each completion started the next oldest block
+  ASSERT_TRUE(rec.WaitHeld(2));
+  std::thread([&rec] { rec.Release(true); }).join();
+  // Four buffers held (2 * window), none delivered: the store waits for the
+  // caller now, however long it stays away.
+  EXPECT_EQ(rec.reads(), want);
+  EXPECT_EQ(rec.cur_reads(), 0u);
+  EXPECT_EQ(q.pending(), 10u);
+  rec.Release(false);
+  DrainAndCheck(q, tags);
+  EXPECT_EQ(rec.reads().size(), 10u);
+  EXPECT_LE(rec.max_reads(), 2u);
+}
+
+// A read that fails on the store's thread is retried from there, and the
+// failure still reaches the caller once the retries are used up.
+TEST_F(FetchQueueTest, ErrorOnStoreThreadAfterRetriesThrows) {
+  FailingStore failing(store_.get(), 50, -1, /*on_store_thread=*/true);
+  FetchOptions o;
+  o.retries = 2;
+  FetchQueue q(&failing, o);
+  q.Submit(1, BlockAddr{0, 50});
+  for (uint64_t b = 1000; b < 1100; b++) q.Submit(b, BlockAddr{0, b});
+  try {
+    q.Drain([](uint64_t, const uint8_t*) {});
+    FAIL() << "no exception";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kIo);
+    EXPECT_NE(std::string(e.what()).find("injected failure"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("blocks 50..50"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(failing.failed(), 3);
+  EXPECT_EQ(q.stats().retries, 2u);
+  EXPECT_THROW(q.Poll([](uint64_t, const uint8_t*) {}), Error);
+}
+
+TEST_F(FetchQueueTest, TransientFailureOnStoreThreadRetried) {
+  FailingStore failing(store_.get(), 50, 2, /*on_store_thread=*/true);
+  FetchOptions o;
+  o.retries = 3;
+  FetchQueue q(&failing, o);
+  std::map<uint64_t, uint64_t> tags = {{1, 50}, {2, 51}, {3, 3000}};
+  for (uint64_t b = 0; b < 300; b++) tags[100 + b] = 2000 + b * 3;
+  for (auto& [t, b] : tags) q.Submit(t, BlockAddr{0, b});
+  DrainAndCheck(q, tags);
+  EXPECT_EQ(q.stats().retries, 2u);
+  EXPECT_EQ(failing.failed(), 2);
+}
+
 TEST_F(FetchQueueTest, DestructorWaitsForReads) {
   RecordingStore rec(store_.get());
   rec.set_delay(std::chrono::milliseconds(5));
@@ -398,11 +535,11 @@ namespace {
 // slot busy, it is read at once, in a short read, and its data is right.
 TEST_F(FetchQueueTest, PrioritizedBlockIsReadBeforeOlderOnes) {
   RecordingStore rec(store_.get());
-  rec.set_delay(std::chrono::milliseconds(20));
   FetchOptions o;
   o.max_inflight_reads = 1;
   o.urgent_read_blocks = 4;
   FetchQueue q(&rec, o);
+  rec.Hold();  // no read completes, so none starts the next one
   std::map<uint64_t, uint64_t> tags;
   // Blocks 100 apart: every one is a read of its own.
   for (uint64_t i = 0; i < 40; ++i) {
@@ -413,17 +550,20 @@ TEST_F(FetchQueueTest, PrioritizedBlockIsReadBeforeOlderOnes) {
   EXPECT_FALSE(q.Prioritize({0, 3900})) << "already being read";
   EXPECT_FALSE(q.Prioritize({0, 3901})) << "never asked for";
   EXPECT_FALSE(q.Prioritize({0, 0})) << "the ordinary read in flight covers it";
+  EXPECT_FALSE(q.Prioritize({7, 0})) << "no such disk";
   auto reads = rec.reads();
   ASSERT_EQ(reads.size(), 2u);
   EXPECT_EQ(reads[0].first, 0u);     // the oldest block, started by Submit
   EXPECT_EQ(reads[1].first, 3900u);  // the prioritized one, right after
   EXPECT_EQ(reads[1].second, 1u);
   EXPECT_EQ(q.stats().urgent_reads, 1u);
+  rec.Release(false);
   DrainAndCheck(q, tags);
   // It was not read a second time in its place in the queue.
   size_t reads_of_3900 = 0;
   for (auto [first, count] : rec.reads()) reads_of_3900 += first <= 3900 && 3900 < first + count;
   EXPECT_EQ(reads_of_3900, 1u);
+  EXPECT_EQ(rec.reads().size(), 40u);
 }
 
 // A prioritized read takes pending neighbours along, up to its limit.
@@ -433,6 +573,7 @@ TEST_F(FetchQueueTest, PrioritizedReadTakesPendingNeighbours) {
   o.max_inflight_reads = 1;
   o.urgent_read_blocks = 4;
   FetchQueue q(&rec, o);
+  rec.Hold();
   std::map<uint64_t, uint64_t> tags;
   tags[0] = 0;
   q.Submit(0, {0, 0});  // occupies the ordinary slot
@@ -446,7 +587,84 @@ TEST_F(FetchQueueTest, PrioritizedReadTakesPendingNeighbours) {
   EXPECT_LE(reads[1].first, 1001u);
   EXPECT_GT(reads[1].first + reads[1].second, 1001u);
   EXPECT_EQ(reads[1].second, 4u);
+  rec.Release(false);
   DrainAndCheck(q, tags);
+}
+
+// Prioritized reads start even when the ordinary reads may not: the window
+// is full and every buffer the ordinary reads may hold is held by landed
+// reads nobody collected. They have a bound of their own (max_urgent_reads
+// buffers); prioritized blocks beyond it start once the caller delivers.
+TEST_F(FetchQueueTest, PrioritizedReadsBypassTheHeldBufferBound) {
+  RecordingStore rec(store_.get());
+  FetchOptions o;
+  o.max_inflight_reads = 1;  // at most 2 buffers for ordinary reads
+  o.max_gap_blocks = 0;
+  o.urgent_read_blocks = 1;
+  o.max_urgent_reads = 2;
+  FetchQueue q(&rec, o);
+  rec.Hold();
+  std::map<uint64_t, uint64_t> tags;
+  for (uint64_t i = 0; i < 10; ++i) {
+    tags[i] = i * 100;
+    q.Submit(i, {0, i * 100});
+  }
+  // Blocks 0 and 100 land; nobody collects them.
+  ASSERT_TRUE(rec.WaitHeld(1));
+  rec.Release(true);
+  ASSERT_TRUE(rec.WaitHeld(1));
+  rec.Release(true);
+  EXPECT_EQ(rec.cur_reads(), 0u);
+  ASSERT_EQ(rec.reads().size(), 2u) << "the held-buffer bound stops ordinary reads";
+  for (uint64_t b : {700, 800, 900}) EXPECT_TRUE(q.Prioritize({0, b}));
+  std::vector<std::pair<uint64_t, uint64_t>> want = {{0, 1}, {100, 1}, {700, 1}, {800, 1}};
+  EXPECT_EQ(rec.reads(), want) << "two urgent reads start at once, the third waits";
+  // Both land; still nobody collects: the third waits for a delivery.
+  ASSERT_TRUE(rec.WaitHeld(2));
+  rec.Release(true);
+  EXPECT_EQ(rec.reads(), want);
+  EXPECT_EQ(q.stats().urgent_reads, 2u);
+  rec.Release(false);
+  DrainAndCheck(q, tags);
+  EXPECT_EQ(q.stats().urgent_reads, 3u);
+  EXPECT_EQ(rec.reads().size(), 10u);  // each block read once
+}
+
+// The read-done hook runs once per completed read attempt, failed ones
+// included, and only once the read is visible: a Poll right after it
+// delivers without waiting.
+TEST_F(FetchQueueTest, ReadDoneHookRunsAfterTheReadIsVisible) {
+  FailingStore failing(store_.get(), 50, 2, /*on_store_thread=*/true);
+  std::mutex mu;
+  std::condition_variable cv;
+  int calls = 0;
+  FetchOptions o;
+  o.retries = 3;
+  o.on_read_done = [&] {
+    std::lock_guard<std::mutex> l(mu);
+    calls++;
+    cv.notify_all();
+  };
+  FetchQueue q(&failing, o);
+  q.Submit(1, {0, 3000});
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(60), [&] { return calls >= 1; }));
+  }
+  size_t delivered = q.Poll([&](uint64_t tag, const uint8_t* data) {
+    EXPECT_EQ(tag, 1u);
+    EXPECT_EQ(std::memcmp(data, Block(3000), kPageSize), 0);
+  });
+  EXPECT_EQ(delivered, 1u);
+  q.Submit(2, {0, 50});  // fails twice, then lands
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(60), [&] { return calls >= 4; }));
+  }
+  EXPECT_EQ(q.Poll([](uint64_t, const uint8_t*) {}), 1u);
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_EQ(calls, 4);
+  EXPECT_EQ(q.stats().retries, 2u);
 }
 
 }  // namespace
