@@ -68,6 +68,18 @@ class NfsMigration : public ::testing::TestWithParam<int> {
   }
   void TearDown() override { std::filesystem::remove(path_); }
 
+  // A 32 MiB guest running the database workload on the exported image.
+  sim::SourceOptions DatabaseGuest(uint64_t seed) const {
+    sim::SourceOptions so;
+    so.guest.memory_pages = 8192;
+    so.guest.kernel_pages = 256;
+    so.guest.buffer_pages = 64;
+    so.guest.disk_paths = {path_};
+    so.workload = "database";
+    so.seed = seed;
+    return so;
+  }
+
   std::string Url() const {
     return "nfs://127.0.0.1/export/" + name_ + "?version=" + std::to_string(GetParam()) +
            (GetParam() == 3 ? "&nfsport=2049&mountport=20048" : "");
@@ -75,13 +87,7 @@ class NfsMigration : public ::testing::TestWithParam<int> {
 
   MigrationResult Migrate(bool overwrite_before_pause, uint64_t rate_bps = 200'000'000,
                           sim::SourceHost** source_out = nullptr) {
-    sim::SourceOptions so;
-    so.guest.memory_pages = 8192;  // 32 MiB
-    so.guest.kernel_pages = 256;
-    so.guest.buffer_pages = 64;
-    so.guest.disk_paths = {path_};
-    so.workload = "database";
-    so.seed = 5;
+    sim::SourceOptions so = DatabaseGuest(5);
     // Mappings wait for a full window instead of turning into data: how many
     // blocks go through NFS must not depend on how fast the server answers.
     so.filter.data_when_window_full = false;
@@ -150,13 +156,7 @@ TEST_P(NfsMigration, ServerRestartDuringMigration) {
 // the others, come from the source's paused copy, and memory is exact.
 TEST_P(NfsMigration, LazyRestoreRecoversFromTheSourceWhenTheServerStops) {
   if (GetParam() != 3) GTEST_SKIP() << "one NFS version is enough for this one";
-  sim::SourceOptions so;
-  so.guest.memory_pages = 8192;  // 32 MiB
-  so.guest.kernel_pages = 256;
-  so.guest.buffer_pages = 64;
-  so.guest.disk_paths = {path_};
-  so.workload = "database";
-  so.seed = 6;
+  sim::SourceOptions so = DatabaseGuest(6);
   so.mode = sim::Mode::kLazy;
   so.flow_control = false;  // leave as much as possible for after the resume
   sim::SourceHost source(so);
